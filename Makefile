@@ -1,0 +1,74 @@
+# spal: every user-facing task is one target. Run `make help` for the list.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+DATASET ?= synthetic
+PROTOCOL ?=
+SEEDS ?=
+DATA_DIR ?= data
+export DATA_DIR
+
+.PHONY: help setup demo test test-browser lint bench bench-eval bench-label reproduce report ci-regression \
+        ablation sweep docker-build docker-reproduce lint-docker clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup:  ## create .venv and install spal with its test, browser and docker extras (CPU or CUDA machine)
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -e '.[test,browser,docker]'
+
+demo:  ## train SPAL on the synthetic set (CPU, a few minutes) and compare with the same run at --budget 0
+	$(PY) -m harness demo --data-dir $(DATA_DIR)
+
+test:  ## run the test suite (browser tests skip when no Chromium is installed)
+	$(PY) -m pytest
+
+test-browser:  ## install Chromium + Playwright's client when missing, then run the real-browser tests
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@$(PY) -c "import playwright" 2>/dev/null || .venv/bin/pip install -q playwright
+	SPAL_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser tests/annotation
+
+lint:  ## ruff over the code and hadolint over the Dockerfile
+	.venv/bin/ruff check spal harness tests
+	.venv/bin/hadolint --failure-threshold error Dockerfile
+
+lint-docker:  ## hadolint at error level
+	.venv/bin/hadolint --failure-threshold error Dockerfile
+
+bench-eval:  ## evaluation at MSMT17 size (11,659 x 82,161), figures to results/bench/
+	$(PY) -m harness.bench.evaluation --size msmt17
+
+bench-label:  ## the label phase at MSMT17 and Market-1501 size, figures to results/bench/
+	$(PY) -m harness.bench.label_phase --size msmt17
+	$(PY) -m harness.bench.label_phase --size market1501
+
+bench: bench-eval bench-label  ## every timing benchmark
+	$(PY) -m harness bench
+
+reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=paper] [SEEDS=1,2,3] [DATA_DIR=...]
+	$(PY) -m harness reproduce --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) --data-dir $(DATA_DIR)
+
+report:  ## regenerate results/REPORT.md, results/figures/ and results/tables/ from results/
+	$(PY) -m harness report
+
+ci-regression:  ## run the ci protocol and compare with results/ci/baseline.json
+	$(PY) -m harness ci-regression --data-dir $(DATA_DIR)
+
+ablation:  ## make ablation DATASET=... [SEEDS=...]: the component ablation matrix
+	$(PY) -m harness ablation --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) --data-dir $(DATA_DIR)
+
+sweep:  ## make sweep DATASET=...: accuracy against labeling budget
+	$(PY) -m harness sweep --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) --data-dir $(DATA_DIR)
+
+docker-build:  ## build the CUDA image (needs a Docker engine)
+	$(PY) -m harness docker build
+
+docker-reproduce:  ## make docker-reproduce DATASET=...: run the harness in the container on all GPUs
+	$(PY) -m harness docker reproduce --dataset $(DATASET) --data-dir $(DATA_DIR)
+
+clean:  ## remove caches and local logs (keeps data/ and results/)
+	rm -rf logs .pytest_cache .ruff_cache .benchmarks

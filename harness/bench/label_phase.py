@@ -1,0 +1,443 @@
+"""Benchmark of one epoch's label phase (SPEC section 1) at the size of a real training set, on synthetic features.
+
+    python -m harness.bench.label_phase [--size msmt17|market1501|small] [--device cpu|cuda] [--out DIR]
+
+Times, separately and in this order: the bare faiss k-NN search (k = k1, the baseline), ``jaccard_distance``
+(with its steps, from its DEBUG log records), ``constrained_dbscan`` without constraints, and, when
+``spal.active`` is importable, ``constrained_dbscan`` under a ``ConstraintGraph`` holding ~2n random truthful
+answers (as in a late epoch) and one call of ``select_support_pairs`` (selection + propagation). The label
+phase is Jaccard + constrained DBSCAN + selection; the result reports its ratio to the k-NN baseline and the
+process's peak resident memory (``resource.getrusage``), inputs and libraries included.
+
+For ``--size market1501`` it also times THE DENSE REFERENCE below (:func:`dense_reference_jaccard`, the usual
+dense way of computing the same distances, n x n arrays throughout) and checks that both agree; the dense part
+runs last, so the peak memory of the label phase is read before it.
+
+Writes ``<out>/label-phase-<size>-<device>.json``.
+
+The features imitate a training set in mid-training: identities in families of similar-looking ones (10 ids
+around a shared direction), a shift per camera, each identity seen by 2 to 6 of the cameras, and per-image
+noise of log-normal scale (a few images are very noisy). They are not a trained model's features; they are
+tuned so that DBSCAN yields impure clusters (purity ~0.85) and rich neighbourhoods (a few hundred stored
+distances a row), which makes the Jaccard step more expensive than on well-separated clusters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import scipy
+import scipy.sparse as sp
+import torch
+
+from harness.environment import collect_environment
+from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance
+from spal.clustering.jaccard import half_list_length, ranked_neighbours
+from spal.clustering.knn import torch_knn
+
+__all__ = ["SIZES", "Size", "dense_reference_jaccard", "main", "make_features"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """Shape of a synthetic training set."""
+
+    num_images: int
+    dims: int
+    num_ids: int
+    num_cams: int
+
+
+# Training-set sizes of SPEC section 4 (MSMT17: 32,621 images of 1,041 ids, 15 cameras; Market-1501: 12,936
+# images of 751 ids, 6 cameras); 2048-d as ResNet-50.
+SIZES = {
+    "msmt17": Size(32_621, 2048, 1_041, 15),
+    "market1501": Size(12_936, 2048, 751, 6),
+    "small": Size(3_000, 256, 100, 6),
+}
+
+# Feature model (see the module docstring): ids per family, spread of an id around its family direction,
+# camera shift norm, per-image noise norm exp(N(log NOISE, NOISE_SPREAD)).
+FAMILY = 10
+ID_SPREAD = 0.7
+CAMERA_SHIFT = 0.5
+NOISE = 1.0
+NOISE_SPREAD = 0.8
+CAMERAS_PER_ID = (2, 6)
+BLOCK_ROWS = 4096
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (0)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.bench.label_phase", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="msmt17")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="folder of the JSON result")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--k1", type=int, default=30)
+    parser.add_argument("--k2", type=int, default=6)
+    parser.add_argument("--eps", type=float, default=0.6)
+    parser.add_argument("--min-samples", type=int, default=4)
+    parser.add_argument("--notes", default="", help="free text stored in the result (e.g. machine load)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA GPU; use --device cpu")
+    size = SIZES[args.size]
+    device = torch.device(args.device)
+    load_before = os.getloadavg()
+
+    features, pids, camids = make_features(size, np.random.default_rng(args.seed))
+    features = features.to(device)
+    # Warm-up on a slice: library loading, thread pools, CUDA context.
+    constrained_dbscan(jaccard_distance(features[:256], args.k1, args.k2), args.eps, args.min_samples)
+    _bare_knn(features[:256], args.k1)
+
+    timing: dict[str, Any] = {}
+    timing["knn_baseline_s"] = _timed(lambda: _bare_knn(features, args.k1), device)[0]
+    stages = _StageRecorder()
+    with stages:
+        timing["jaccard_s"], distances = _timed(lambda: jaccard_distance(features, args.k1, args.k2), device)
+    timing["jaccard_steps_s"] = stages.seconds
+    timing["dbscan_plain_s"], plain = _timed(
+        lambda: constrained_dbscan(distances, args.eps, args.min_samples), device
+    )
+    active = _constrained_part(args, features, pids, distances, device)
+    timing.update(active.pop("timing"))
+    label_phase = timing["jaccard_s"] + timing.get("dbscan_constrained_s", timing["dbscan_plain_s"])
+    label_phase += timing.get("selection_s", 0.0)
+    timing["label_phase_s"] = label_phase
+    timing["label_phase_over_knn"] = label_phase / timing["knn_baseline_s"]
+    timing["jaccard_over_knn"] = timing["jaccard_s"] / timing["knn_baseline_s"]
+    memory = {"label_phase_peak_rss_mb": _peak_rss_mb()}
+
+    result: dict[str, Any] = {
+        "benchmark": "label phase: jaccard_distance + constrained_dbscan + select_support_pairs",
+        "size": args.size,
+        "device": args.device,
+        "shapes": dataclasses.asdict(size),
+        "parameters": {"k1": args.k1, "k2": args.k2, "eps": args.eps, "min_samples": args.min_samples},
+        "timing": timing,
+        "memory": memory,
+        "distances": {"nnz": int(distances.nnz), "stored_per_row": distances.nnz / size.num_images},
+        "clusters_plain": cluster_statistics(plain, pids),
+        **active,
+    }
+    if args.size == "market1501":
+        result["dense_reference"] = _compare_with_dense(
+            features, distances, args, device, timing["jaccard_s"]
+        )
+        memory["process_peak_rss_mb"] = _peak_rss_mb()
+    environment = collect_environment()
+    result.update(
+        {
+            "targets": {
+                "label_phase_s_below": 90.0,
+                "label_phase_peak_rss_mb_below": 4096.0,
+                "label_phase_over_knn_below": 3.0,
+                "scope": "MSMT17 size on the project's 2-core CPU machine",
+            },
+            "machine": {
+                "cpu": environment["cpu"],
+                "cpu_count": environment["cpu_count"],
+                "torch_threads": torch.get_num_threads(),
+                "gpu": environment["gpu_name"] if args.device == "cuda" else None,
+                "system": f"{platform.system()} {platform.release()} {platform.machine()}",
+            },
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "scipy": scipy.__version__,
+                "faiss": faiss.__version__,
+            },
+            "git_commit": environment["git_commit"],
+            "git_dirty": environment["git_dirty"],
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "notes": _notes(args.notes, load_before, os.getloadavg(), result.get("constraints")),
+        }
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"label-phase-{args.size}-{args.device}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
+        f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "
+        f"peak RSS {memory['label_phase_peak_rss_mb']:.0f} MB -> {path}"
+    )
+    return 0
+
+
+def make_features(size: Size, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Synthetic training features (see the module docstring).
+
+    Returns:
+        ``(features, pids, camids)``: ``(n, dims)`` float32 L2-normalised tensor, ``(n,)`` int64 identities
+        (each with at least 2 images, the rest spread with skewed weights) and ``(n,)`` int64 cameras.
+    """
+    n, d = size.num_images, size.dims
+    weights = rng.lognormal(0.0, 0.6, size.num_ids)
+    counts = 2 + rng.multinomial(n - 2 * size.num_ids, weights / weights.sum())
+    low, high = CAMERAS_PER_ID
+    camera_sets = [
+        rng.choice(size.num_cams, rng.integers(low, min(high, size.num_cams) + 1), replace=False)
+        for _ in range(size.num_ids)
+    ]
+    pids = np.repeat(np.arange(size.num_ids), counts)
+    camids = np.concatenate([rng.choice(camera_sets[i], c) for i, c in enumerate(counts)])
+    order = rng.permutation(n)
+    pids, camids = pids[order], camids[order]
+    scale = 1 / math.sqrt(d)
+    families = rng.standard_normal((size.num_ids // FAMILY + 1, d)).astype(np.float32) * scale
+    centres = families[np.arange(size.num_ids) // FAMILY]
+    centres += rng.standard_normal((size.num_ids, d)).astype(np.float32) * (ID_SPREAD * scale)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    shifts = rng.standard_normal((size.num_cams, d)).astype(np.float32)
+    shifts *= CAMERA_SHIFT / np.linalg.norm(shifts, axis=1, keepdims=True)
+    features = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, BLOCK_ROWS):
+        rows = slice(start, start + BLOCK_ROWS)
+        block = rng.standard_normal((len(pids[rows]), d), dtype=np.float32)
+        noise = rng.lognormal(math.log(NOISE), NOISE_SPREAD, len(block)).astype(np.float32)
+        block *= (noise * scale)[:, None]
+        block += centres[pids[rows]] + shifts[camids[rows]]
+        features[rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return torch.from_numpy(features), pids.astype(np.int64), camids.astype(np.int64)
+
+
+def dense_reference_jaccard(features: torch.Tensor | np.ndarray, k1: int, k2: int) -> np.ndarray:
+    """THE DENSE REFERENCE: the same distances computed the usual dense way, for timing and agreement only.
+
+    This is how the Jaccard distance is commonly computed for re-id clustering (SpCL's re-ranking code follows
+    this plan): Python loops over the points with numpy inside, an ``n x n`` float32 weight matrix ``V``, its
+    query-expanded copy, an inverted index of its columns and an ``n x n`` result, so about 3 n^2 x 4 bytes
+    of memory (2 GB at Market-1501 size, 13 GB at MSMT17 size). The k-NN lists come from the same search as
+    ``jaccard_distance`` so that only the Jaccard part is compared.
+
+    Args:
+        features: ``(n, d)`` L2-normalised features.
+        k1, k2: as in :func:`spal.clustering.jaccard_distance`.
+
+    Returns:
+        ``(n, n)`` float32 distances (1 where the supports do not overlap).
+    """
+    x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    n = len(x)
+    k = min(k1, n)
+    half = min(half_list_length(k1), k)
+    _, idx = ranked_neighbours(x, k)
+
+    def reciprocal(i: int, length: int) -> np.ndarray:
+        forward = idx[i, :length]
+        return forward[(idx[forward, :length] == i).any(axis=1)]
+
+    recip = [reciprocal(i, k) for i in range(n)]
+    recip_half = [reciprocal(i, half) for i in range(n)]
+    weights = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        expanded = [recip[i]]
+        for c in recip[i]:
+            candidate = recip_half[c]
+            if np.intersect1d(candidate, recip[i]).size > 2 / 3 * candidate.size:
+                expanded.append(candidate)
+        members = np.unique(np.concatenate(expanded))
+        logits = np.exp(2 * (x[members] @ x[i]).astype(np.float64) - 2)
+        weights[i, members] = logits / logits.sum()
+    if k2 != 1:
+        expanded_weights = np.empty_like(weights)
+        for i in range(n):
+            expanded_weights[i] = weights[idx[i, : min(k2, k)]].mean(axis=0)
+        weights = expanded_weights
+    columns = weights.T.copy()
+    inverted = [np.flatnonzero(columns[j]) for j in range(n)]
+    del columns
+    distances = np.empty((n, n), dtype=np.float32)
+    for i in range(n):
+        overlap = np.zeros(n, dtype=np.float32)
+        for j in np.flatnonzero(weights[i]):
+            rows = inverted[j]
+            overlap[rows] += np.minimum(weights[i, j], weights[rows, j])
+        distances[i] = np.maximum(1 - overlap / (2 - overlap), 0)
+    return distances
+
+
+def _bare_knn(features: torch.Tensor, k: int) -> None:
+    """The baseline: one exact inner-product search of the features against themselves, nothing else."""
+    if features.is_cuda and not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
+        torch_knn(features, k)
+        return
+    x = np.ascontiguousarray(features.detach().cpu().numpy())
+    index: faiss.Index = faiss.IndexFlatIP(x.shape[1])
+    if features.is_cuda:
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    index.add(x)
+    index.search(x, k)
+
+
+def _constrained_part(
+    args: argparse.Namespace,
+    features: torch.Tensor,
+    pids: np.ndarray,
+    distances: sp.csr_matrix,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Constrained DBSCAN and the support-pair step, when ``spal.active`` provides them."""
+    names = ("ConstraintGraph", "GroundTruthOracle", "Budget", "select_support_pairs")
+    try:
+        active = importlib.import_module("spal.active")
+        missing = [name for name in names if not hasattr(active, name)]
+    except ImportError as error:
+        return {"timing": {}, "constraints": {"skipped": f"spal.active is not importable: {error}"}}
+    if missing:
+        return {"timing": {}, "constraints": {"skipped": f"spal.active lacks {', '.join(missing)}"}}
+    n = len(pids)
+    rng = np.random.default_rng(args.seed + 1)
+    pairs = _truthful_pairs(pids, rng)
+    graph = active.ConstraintGraph(n)
+    timing: dict[str, float] = {}
+
+    def answer_all() -> None:
+        for a, b in pairs.tolist():
+            if pids[a] == pids[b]:
+                graph.add_must_link(a, b)
+            else:
+                graph.add_cannot_link(a, b)
+
+    timing["constraint_graph_build_s"] = _timed(answer_all, device)[0]
+    timing["dbscan_constrained_s"], labels = _timed(
+        lambda: constrained_dbscan(distances, args.eps, args.min_samples, graph), device
+    )
+    budget = active.Budget(2 * n)
+    oracle = active.GroundTruthOracle(pids)
+    timing["selection_s"], asked = _timed(
+        lambda: active.select_support_pairs(labels, features, graph, budget, oracle), device
+    )
+    components = graph.component_ids()
+    return {
+        "timing": timing,
+        "constraints": {
+            "answers": len(pairs),
+            "description": "half the pairs drawn inside an identity, half uniformly; answers from the pids",
+            "ml_components_with_two_or_more": int((np.bincount(components, minlength=n) > 1).sum()),
+            "cannot_link_edges": int(len(graph.cannot_link_edges())),
+        },
+        "clusters_constrained": cluster_statistics(labels, pids),
+        "selection": {"pairs_asked": len(asked), "budget_left": int(budget.remaining)},
+    }
+
+
+def _truthful_pairs(pids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(~2n, 2)`` int64 pairs of distinct points: n inside an identity, ~n drawn uniformly.
+
+    ``pids`` must be ``0 .. num_ids - 1`` with at least two images each (as :func:`make_features` makes them).
+    """
+    n = len(pids)
+    by_pid = np.argsort(pids, kind="stable")
+    group_start = np.searchsorted(pids[by_pid], pids)
+    group_size = np.bincount(pids)[pids]
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_pid] = np.arange(n)
+    rank -= group_start
+    first = rng.integers(0, n, n)
+    # Another member of the same identity: a random rank among the others, skipping the first's own.
+    offset = rng.integers(0, group_size[first] - 1)
+    offset += offset >= rank[first]
+    second = by_pid[group_start[first] + offset]
+    uniform = rng.integers(0, n, (n, 2))
+    uniform = uniform[uniform[:, 0] != uniform[:, 1]]
+    return np.concatenate([np.stack([first, second], axis=1), uniform]).astype(np.int64)
+
+
+def _compare_with_dense(
+    features: torch.Tensor,
+    distances: sp.csr_matrix,
+    args: argparse.Namespace,
+    device: torch.device,
+    ours_s: float,
+) -> dict[str, Any]:
+    dense_s, dense = _timed(lambda: dense_reference_jaccard(features, args.k1, args.k2), device)
+    ours = np.ones(distances.shape, dtype=np.float32)
+    coo = distances.tocoo()
+    ours[coo.row, coo.col] = coo.data
+    return {
+        "description": "dense_reference_jaccard in this module: n x n arrays, Python loops over the points",
+        "dense_reference_s": dense_s,
+        "jaccard_s": ours_s,
+        "dense_over_jaccard": dense_s / ours_s,
+        "max_abs_difference": float(np.abs(ours - dense).max()),
+    }
+
+
+class _StageRecorder(logging.Handler):
+    """Collects the step times that ``spal.clustering.jaccard`` logs at DEBUG level, inside a ``with``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seconds: dict[str, float] = {}
+        self._logger = logging.getLogger("spal.clustering.jaccard")
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stage = getattr(record, "stage", None)
+        if stage is not None:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + float(getattr(record, "seconds", 0.0))
+
+    def __enter__(self) -> _StageRecorder:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+
+def _timed(function: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Wall seconds of one call (after a CUDA synchronisation on a GPU) and its value."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    value = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, value
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _notes(
+    extra: str, load_before: tuple[float, ...], load_after: tuple[float, ...], constraints: dict | None
+) -> str:
+    parts = [extra.strip()]
+    if constraints and "skipped" in constraints:
+        parts.append(f"Constrained DBSCAN and selection not timed: {constraints['skipped']}.")
+    parts.append(
+        f"1/5/15-minute load average {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f} at the start, "
+        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} at the end, on {os.cpu_count()} CPUs; a "
+        "load above the CPU count means other processes shared the CPUs and the times are pessimistic."
+    )
+    return " ".join(part for part in parts if part)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,733 @@
+"""Reproduced runs against the paper: read ``results/runs``, aggregate over seeds, compare, write tables.
+
+Inputs are the run directories of the run contract (``results/runs/<dataset>/<protocol>/<run-id>/`` with
+``config.json``, ``final.json``, ``metrics.jsonl``, ``env.json``) and the paper tables of
+:mod:`harness.paper`. Runs are grouped by data set (and generated layout), protocol and its version, variant
+and backbone; a group's numbers are the mean and the sample standard deviation over its complete runs (one a
+seed). Only real data sets are compared with reference numbers; generated data never is.
+
+``python -m harness.compare [--results DIR]`` writes the tables as CSV (raw numbers) and LaTeX (formatted) to
+``results/tables/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from tabulate import tabulate
+
+from harness.paper import PAPER_DIR, load_tables
+from harness.protocols import ProtocolError, parse_variant
+
+__all__ = [
+    "COMPARED_METRICS",
+    "NA_PAPER",
+    "PAPER_BN_BATCH",
+    "RUN_METRICS",
+    "REAL_DATASETS",
+    "TOLERANCE",
+    "GroupKey",
+    "Run",
+    "Summary",
+    "ablation_records",
+    "comparison_records",
+    "cost_curve_points",
+    "cost_records",
+    "fmt_diff",
+    "fmt_int",
+    "fmt_mean_std",
+    "fmt_paper",
+    "group_runs",
+    "load_paper_tables",
+    "load_runs",
+    "main",
+    "reproduced_records",
+    "summarise",
+    "bound_references",
+    "dataset_key",
+    "fmt_num",
+    "fmt_share",
+    "group_stats",
+    "spal_reference",
+    "verdict",
+    "write_tables",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What every comparison cell says when the paper's value is null. Never replaced by a guess.
+NA_PAPER = "n/a (paper value not transcribed)"
+
+#: Data sets whose runs are compared with reference numbers (generated data never is).
+REAL_DATASETS: tuple[str, ...] = ("market1501", "msmt17")
+
+#: Verdict tolerance in percentage points: identical settings vary by about +-1 mAP from run to run (SpCL
+#: issues #6, #14) and two evaluators on the same features differ by up to 1 mAP (shared/paper_results.md).
+TOLERANCE = 2.0
+
+#: Per-run numbers aggregated over seeds (final.json keys).
+RUN_METRICS: tuple[str, ...] = (
+    "mAP",
+    "mINP",
+    "rank1",
+    "rank5",
+    "rank10",
+    "queries_spent",
+    "budget",
+    "pairs_known",
+    "num_train_images",
+    "best_mAP_on_test",
+    "wall_time_s",
+)
+#: Metrics compared with reference numbers.
+COMPARED_METRICS: tuple[str, ...] = ("mAP", "rank1", "rank5", "rank10")
+#: The BatchNorm batch of the paper's layout (4 GPUs x 16 images).
+PAPER_BN_BATCH = 16
+
+# Paper tables searched for a harness variant's row, in order of precedence (bounds are separate references).
+_SPAL_TABLES = ("spal_main", "spal_ablation", "spal_unsupervised_supervised")
+_SWEEP_KEYS = {"budget", "selection"}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation (``None`` below 2 values) and count of a metric over seeds."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+class GroupKey(NamedTuple):
+    """What makes runs repeats of one another (they differ only by seed)."""
+
+    dataset: str
+    layout: str | None
+    protocol: str
+    version: int | None
+    variant: str
+    arch: str | None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, as read from disk. ``final`` is ``None`` for an unfinished run."""
+
+    path: Path
+    run_id: str
+    dataset: str
+    layout: str | None
+    protocol: str
+    version: int | None
+    variant: str
+    seed: int | None
+    arch: str | None
+    config: dict[str, Any]
+    final: dict[str, Any] | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.final is not None
+
+    @property
+    def key(self) -> GroupKey:
+        return GroupKey(self.dataset, self.layout, self.protocol, self.version, self.variant, self.arch)
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.config.get("train") or {}
+
+    @property
+    def bn_batch(self) -> float | None:
+        """Images BatchNorm normalises together: global batch / (processes x BN groups a process)."""
+        batch = self.train.get("batch_size")
+        world = self.config.get("world_size") or 1
+        groups = self.config.get("bn_groups") or self.train.get("bn_groups") or 1
+        return batch / (world * groups) if batch else None
+
+
+def summarise(values: Iterable[float | None]) -> Summary:
+    """Mean and sample standard deviation (ddof 1) of the values that are not ``None`` or NaN."""
+    kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not kept:
+        return Summary(None, None, 0)
+    mean = sum(kept) / len(kept)
+    std = math.sqrt(sum((v - mean) ** 2 for v in kept) / (len(kept) - 1)) if len(kept) > 1 else None
+    return Summary(mean, std, len(kept))
+
+
+def dataset_key(dataset: str, layout: str | None) -> str:
+    """File-name key of a data set: ``market1501``, ``msmt17``, or ``synthetic-<layout>``."""
+    return f"{dataset}-{layout}" if dataset not in REAL_DATASETS and layout else dataset
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        problems.append(f"{path}: unreadable ({err})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: not a JSON object")
+        return None
+    return data
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            # A run killed mid-write leaves a partial last line; keep the epochs before it.
+            problems.append(f"{path}:{number}: unreadable line skipped ({err})")
+    return rows
+
+
+def load_runs(results_dir: Path | str) -> tuple[list[Run], list[str]]:
+    """Read every run directory under ``<results_dir>/runs/<dataset>/<protocol>/<run-id>/``.
+
+    Returns:
+        ``(runs, problems)``: runs sorted by path; ``problems`` names each directory or file that could not be
+        read (missing or broken ``config.json``, unreadable ``final.json`` or lines of ``metrics.jsonl``), so
+        that the report can list them rather than drop them silently.
+    """
+    runs: list[Run] = []
+    problems: list[str] = []
+    root = Path(results_dir) / "runs"
+    for run_dir in sorted(p for p in root.glob("*/*/*") if p.is_dir()):
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            problems.append(f"{run_dir}: no config.json (not a run directory, or it never started)")
+            continue
+        config = _read_json(config_path, problems)
+        if config is None:
+            continue
+        final_path = run_dir / "final.json"
+        final = _read_json(final_path, problems) if final_path.is_file() else None
+        env_path = run_dir / "env.json"
+        env = _read_json(env_path, problems) if env_path.is_file() else None
+        train = config.get("train") or {}
+        dataset = config.get("dataset") or run_dir.parts[-3]
+        runs.append(
+            Run(
+                path=run_dir,
+                run_id=str(config.get("run_id") or run_dir.name),
+                dataset=dataset,
+                layout=train.get("synthetic_layout") if dataset not in REAL_DATASETS else None,
+                protocol=str(config.get("protocol") or run_dir.parts[-2]),
+                version=config.get("protocol_version"),
+                variant=str(config.get("variant") or "full"),
+                seed=config.get("seed", train.get("seed")),
+                arch=train.get("arch"),
+                config=config,
+                final=final,
+                metrics=_read_jsonl(run_dir / "metrics.jsonl", problems),
+                env=env,
+            )
+        )
+    return runs, problems
+
+
+def load_paper_tables(results_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """The paper tables of ``<results_dir>/paper`` when that folder exists, else the project's own."""
+    folder = Path(results_dir) / "paper"
+    return load_tables(folder if folder.is_dir() else PAPER_DIR)
+
+
+def group_runs(runs: Iterable[Run]) -> dict[GroupKey, list[Run]]:
+    """Complete runs grouped by :class:`GroupKey` (sorted keys, runs by seed)."""
+    groups: dict[GroupKey, list[Run]] = {}
+    for run in runs:
+        if run.complete:
+            groups.setdefault(run.key, []).append(run)
+    return {
+        key: sorted(groups[key], key=lambda r: (r.seed is None, r.seed or 0, r.run_id))
+        for key in sorted(groups, key=lambda k: tuple(str(x) for x in k))
+    }
+
+
+def group_stats(runs: Sequence[Run]) -> dict[str, Summary]:
+    """:func:`summarise` of every :data:`RUN_METRICS` key over the runs' ``final.json``."""
+    return {m: summarise((r.final or {}).get(m) for r in runs) for m in RUN_METRICS}
+
+
+# --------------------------------------------------------------------------------------------- formatting
+
+
+def fmt_num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_int(value: float | None) -> str:
+    return "n/a" if value is None else f"{round(value):,}"
+
+
+def fmt_mean_std(summary: Summary, digits: int = 2, integer: bool = False) -> str:
+    """``"mean ± std"`` (``"mean (n=1)"`` for one run, ``"no runs"`` for none)."""
+    if summary.mean is None:
+        return "no runs"
+    fmt = fmt_int if integer else (lambda v: fmt_num(v, digits))
+    if summary.std is None:
+        return f"{fmt(summary.mean)} (n=1)"
+    return f"{fmt(summary.mean)} ± {fmt(summary.std)}"
+
+
+def fmt_paper(value: float | None) -> str:
+    """A reference value exactly as written in its file, or :data:`NA_PAPER`."""
+    return NA_PAPER if value is None else str(value)
+
+
+def fmt_diff(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def fmt_share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.3g}%"
+
+
+def verdict(reproduced: float | None, reference: float | None, tolerance: float = TOLERANCE) -> str:
+    """The comparison verdict of a reproduced mean against a reference value (percentage points)."""
+    if reference is None:
+        return NA_PAPER
+    if reproduced is None:
+        return "n/a (no reproduced value)"
+    difference = reproduced - reference
+    if abs(difference) <= tolerance:
+        return f"agrees (within ±{tolerance:g})"
+    return f"{'lower' if difference < 0 else 'higher'} by more than {tolerance:g}"
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+def _row_label(table: Mapping[str, Any], row: Mapping[str, Any]) -> str:
+    return f"{table['table']}.json: {row['method']}"
+
+
+def _matching_rows(table: Mapping[str, Any], variant: str, arch: str | None) -> list[dict[str, Any]]:
+    return [
+        row
+        for row in table["rows"]
+        if row.get("variant") == variant and (row.get("arch") is None or arch is None or row["arch"] == arch)
+    ]
+
+
+def spal_reference(
+    tables: Mapping[str, Mapping[str, Any]], variant: str, arch: str | None, dataset: str, metric: str
+) -> tuple[float | None, str] | None:
+    """The paper's value for a harness variant: the first SPAL table row (spal_main, then spal_ablation, then
+    spal_unsupervised_supervised) with a number for it, else the first matching row (value ``None``).
+
+    Returns:
+        ``(value, "<table>.json: <method>")`` or ``None`` when no SPAL table has a row for the variant.
+    """
+    first: tuple[float | None, str] | None = None
+    for name in _SPAL_TABLES:
+        table = tables.get(name)
+        if table is None or dataset not in table["datasets"] or metric not in table["metrics"]:
+            continue
+        for row in _matching_rows(table, variant, arch):
+            value = row[dataset][metric]
+            if value is not None:
+                return value, _row_label(table, row)
+            first = first or (None, _row_label(table, row))
+    return first
+
+
+def bound_references(
+    tables: Mapping[str, Mapping[str, Any]], variant: str, arch: str | None, dataset: str
+) -> list[dict[str, Any]]:
+    """The bound rows (``bounds.json``) that a harness variant reproduces (e.g. SpCL for ``budget=0``)."""
+    table = tables.get("bounds")
+    if table is None or dataset not in table["datasets"]:
+        return []
+    return _matching_rows(table, variant, arch)
+
+
+# -------------------------------------------------------------------------------------------- records
+
+
+def reproduced_records(groups: Mapping[GroupKey, Sequence[Run]]) -> list[dict[str, Any]]:
+    """One record a group: its key, seeds, run ids, BN batch and mean/std of every :data:`RUN_METRICS` key."""
+    records = []
+    for key, runs in groups.items():
+        stats = group_stats(runs)
+        bn = sorted({r.bn_batch for r in runs if r.bn_batch is not None})
+        record: dict[str, Any] = {
+            **key._asdict(),
+            "n_runs": len(runs),
+            "seeds": [r.seed for r in runs],
+            "run_ids": [r.run_id for r in runs],
+            "bn_batch": bn,
+            "synthetic_size": sorted({str((r.final or {}).get("synthetic_size")) for r in runs}),
+        }
+        for metric, summary in stats.items():
+            record[f"{metric}_mean"] = summary.mean
+            record[f"{metric}_std"] = summary.std
+        records.append(record)
+    return records
+
+
+def comparison_records(
+    groups: Mapping[GroupKey, Sequence[Run]],
+    tables: Mapping[str, Mapping[str, Any]],
+    tolerance: float = TOLERANCE,
+) -> list[dict[str, Any]]:
+    """Reproduced vs reference, one record per (real-data group, reference row, metric).
+
+    A group is compared with the SPAL paper's row for its variant (see :func:`spal_reference`) and with every
+    bound row naming that variant. ``reference_value`` is ``None`` (verdict :data:`NA_PAPER`) when the paper's
+    value is not transcribed.
+    """
+    records = []
+    for key, runs in groups.items():
+        if key.dataset not in REAL_DATASETS:
+            continue
+        stats = group_stats(runs)
+        references: list[tuple[str, dict[str, tuple[float | None, str] | None]]] = []
+        spal = {m: spal_reference(tables, key.variant, key.arch, key.dataset, m) for m in COMPARED_METRICS}
+        if any(spal.values()):
+            references.append(("paper", spal))
+        for row in bound_references(tables, key.variant, key.arch, key.dataset):
+            label = f"bounds.json: {row['method']} ({row['backbone']}), {row['source']}"
+            references.append(("bound", {m: (row[key.dataset].get(m), label) for m in row[key.dataset]}))
+        for kind, refs in references:
+            for metric in COMPARED_METRICS:
+                ref = refs.get(metric)
+                if ref is None:
+                    continue
+                value, label = ref
+                summary = stats[metric]
+                diff = None if value is None or summary.mean is None else summary.mean - value
+                text = verdict(summary.mean, value, tolerance)
+                if value is not None and key.protocol != "paper":
+                    text += f"; protocol {key.protocol} differs from the paper's settings"
+                records.append(
+                    {
+                        **key._asdict(),
+                        "metric": metric,
+                        "reproduced_mean": summary.mean,
+                        "reproduced_std": summary.std,
+                        "n_runs": summary.n,
+                        "reference_kind": kind,
+                        "reference": label,
+                        "reference_value": value,
+                        "difference": diff,
+                        "verdict": text,
+                        "run_ids": [r.run_id for r in runs],
+                    }
+                )
+    return records
+
+
+def cost_records(
+    groups: Mapping[GroupKey, Sequence[Run]], tables: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Annotation cost a group: n, budget, queries spent, share of 2n and of all n(n-1)/2 pairs, pairs known,
+    and the paper's query count for the variant (real data only; ``None`` when not transcribed)."""
+    records = []
+    for key, runs in groups.items():
+        stats = group_stats(runs)
+        n = stats["num_train_images"].mean or (runs[0].config.get("num_train_images") or None)
+        queries = stats["queries_spent"].mean
+        paper = None
+        paper_label = None
+        if key.dataset in REAL_DATASETS:
+            ref = spal_reference(tables, key.variant, key.arch, key.dataset, "queries")
+            if ref is not None:
+                paper, paper_label = ref
+        records.append(
+            {
+                **key._asdict(),
+                "budget_setting": sorted({str(r.train.get("budget")) for r in runs}),
+                "n": n,
+                "budget": stats["budget"].mean,
+                "queries_mean": queries,
+                "queries_std": stats["queries_spent"].std,
+                "share_of_2n": queries / (2 * n) if queries is not None and n else None,
+                "share_of_pairs": queries / (n * (n - 1) / 2)
+                if queries is not None and n and n > 1
+                else None,
+                "pairs_known_mean": stats["pairs_known"].mean,
+                "paper_queries": paper,
+                "paper_reference": paper_label,
+                "run_ids": [r.run_id for r in runs],
+            }
+        )
+    return records
+
+
+def _is_sweep_variant(variant: str) -> bool:
+    try:
+        keys = set(parse_variant(variant))
+    except ProtocolError:
+        return False
+    return keys <= _SWEEP_KEYS
+
+
+def ablation_records(
+    groups: Mapping[GroupKey, Sequence[Run]],
+    tables: Mapping[str, Mapping[str, Any]],
+    dataset: str,
+    layout: str | None = None,
+) -> list[dict[str, Any]]:
+    """The ablation of one data set: every non-budget variant of every protocol with runs, with its deltas vs
+    ``full`` of the same protocol, version and backbone; for real data also the paper's ablation rows (with
+    ``n_runs`` 0 where no run exists).
+    """
+    selected = {
+        k: v
+        for k, v in groups.items()
+        if k.dataset == dataset and k.layout == layout and "budget=" not in k.variant
+    }
+    records = []
+    paper_table = tables.get("spal_ablation") if dataset in REAL_DATASETS else None
+    contexts = sorted({(k.protocol, k.version, k.arch) for k in selected}, key=lambda c: tuple(map(str, c)))
+    if not contexts and paper_table is not None:
+        # No run yet: still list the paper's ablation rows, with no reproduced numbers.
+        contexts = [("paper", None, None)]
+    for protocol, version, arch in contexts:
+        variants = [k for k in selected if (k.protocol, k.version, k.arch) == (protocol, version, arch)]
+        names = [k.variant for k in variants]
+        if paper_table is not None:
+            names += [
+                r["variant"] for r in _paper_ablation_rows(paper_table, arch) if r["variant"] not in names
+            ]
+        names.sort(key=lambda v: (v != "full", v))
+        full = GroupKey(dataset, layout, protocol, version, "full", arch)
+        full_stats = group_stats(selected[full]) if full in selected else None
+        for name in names:
+            key = GroupKey(dataset, layout, protocol, version, name, arch)
+            stats = group_stats(selected.get(key, []))
+            record: dict[str, Any] = {**key._asdict(), "n_runs": stats["mAP"].n}
+            for metric in ("mAP", "rank1"):
+                record[f"{metric}_mean"] = stats[metric].mean
+                record[f"{metric}_std"] = stats[metric].std
+                base = full_stats[metric].mean if full_stats else None
+                mean = stats[metric].mean
+                record[f"{metric}_delta"] = None if base is None or mean is None else mean - base
+                if dataset in REAL_DATASETS:
+                    ref = spal_reference(tables, name, arch, dataset, metric)
+                    record[f"paper_{metric}"] = ref[0] if ref else None
+            record["run_ids"] = [r.run_id for r in selected.get(key, [])]
+            records.append(record)
+    return records
+
+
+def _paper_ablation_rows(table: Mapping[str, Any], arch: str | None) -> list[dict[str, Any]]:
+    return [r for r in table["rows"] if r.get("variant") and (arch is None or r.get("arch") in (None, arch))]
+
+
+def cost_curve_points(
+    groups: Mapping[GroupKey, Sequence[Run]], dataset: str, layout: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Points of the cost curve of one data set: ``{line label: [point, ...]}`` sorted by queries spent.
+
+    A line is a selection strategy (with the protocol in the label when several protocols have runs); its
+    points are the groups whose variant changes only the budget and the selection (``full`` included). A point
+    is ``{"budget", "queries": Summary, "mAP": Summary, "rank1": Summary, "run_ids"}``.
+    """
+    selected = {
+        k: v
+        for k, v in groups.items()
+        if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
+    }
+    protocols = {k.protocol for k in selected}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for key, runs in selected.items():
+        selection = runs[0].train.get("selection", "dus")
+        label = selection if len(protocols) == 1 else f"{selection} ({key.protocol})"
+        if key.arch and len({k.arch for k in selected}) > 1:
+            label += f" [{key.arch}]"
+        stats = group_stats(runs)
+        if stats["queries_spent"].mean is None or stats["mAP"].mean is None:
+            continue
+        lines.setdefault(label, []).append(
+            {
+                "budget": str(runs[0].train.get("budget")),
+                "queries": stats["queries_spent"],
+                "mAP": stats["mAP"],
+                "rank1": stats["rank1"],
+                "run_ids": [r.run_id for r in runs],
+            }
+        )
+    return {label: sorted(points, key=lambda p: p["queries"].mean) for label, points in sorted(lines.items())}
+
+
+# ---------------------------------------------------------------------------------------- table files
+
+
+def _formatted_comparison(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "data set",
+        "protocol",
+        "variant",
+        "metric",
+        "reproduced",
+        "reference",
+        "value",
+        "difference",
+        "verdict",
+    ]
+    rows = [
+        [
+            r["dataset"],
+            f"{r['protocol']} v{r['version']}",
+            r["variant"],
+            r["metric"],
+            fmt_mean_std(Summary(r["reproduced_mean"], r["reproduced_std"], r["n_runs"])),
+            r["reference"],
+            fmt_paper(r["reference_value"]),
+            fmt_diff(r["difference"]),
+            r["verdict"],
+        ]
+        for r in records
+    ]
+    return headers, rows
+
+
+def _formatted_reproduced(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "data set",
+        "protocol",
+        "variant",
+        "arch",
+        "seeds",
+        "mAP",
+        "Rank-1",
+        "Rank-5",
+        "Rank-10",
+        "queries",
+    ]
+    rows = [
+        [
+            dataset_key(r["dataset"], r["layout"]),
+            f"{r['protocol']} v{r['version']}",
+            r["variant"],
+            str(r["arch"]),
+            str(r["n_runs"]),
+            *(
+                fmt_mean_std(Summary(r[f"{m}_mean"], r[f"{m}_std"], r["n_runs"]))
+                for m in ("mAP", "rank1", "rank5", "rank10")
+            ),
+            fmt_mean_std(Summary(r["queries_spent_mean"], r["queries_spent_std"], r["n_runs"]), integer=True),
+        ]
+        for r in records
+    ]
+    return headers, rows
+
+
+def _formatted_cost(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "data set",
+        "protocol",
+        "variant",
+        "n",
+        "budget",
+        "queries spent",
+        "of 2n",
+        "of all pairs",
+        "paper",
+    ]
+    rows = [
+        [
+            dataset_key(r["dataset"], r["layout"]),
+            f"{r['protocol']} v{r['version']}",
+            r["variant"],
+            fmt_int(r["n"]),
+            fmt_int(r["budget"]),
+            fmt_mean_std(Summary(r["queries_mean"], r["queries_std"], len(r["run_ids"])), integer=True),
+            fmt_share(r["share_of_2n"]),
+            fmt_share(r["share_of_pairs"]),
+            fmt_paper(r["paper_queries"]) if r["dataset"] in REAL_DATASETS else "not compared (synthetic)",
+        ]
+        for r in records
+    ]
+    return headers, rows
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "" if value is None else value
+
+
+def _write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    columns: list[str] = []
+    for record in records:
+        columns += [c for c in record if c not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for record in records:
+            writer.writerow({c: _csv_value(record.get(c)) for c in columns})
+
+
+def write_tables(results_dir: Path | str) -> list[Path]:
+    """Write ``results/tables/{reproduced,comparison,cost}.{csv,tex}`` from the runs under ``results_dir``.
+
+    CSV files hold raw numbers (an empty cell = none; an empty file = no runs); LaTeX files hold the
+    formatted tables (booktabs).
+
+    Returns:
+        the paths written.
+    """
+    results = Path(results_dir)
+    runs, _ = load_runs(results)
+    tables = load_paper_tables(results)
+    groups = group_runs(runs)
+    out = results / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    builders = {
+        "reproduced": (reproduced_records(groups), _formatted_reproduced),
+        "comparison": (comparison_records(groups, tables), _formatted_comparison),
+        "cost": (cost_records(groups, tables), _formatted_cost),
+    }
+    for name, (records, formatter) in builders.items():
+        csv_path = out / f"{name}.csv"
+        _write_csv(csv_path, records)
+        headers, rows = formatter(records)
+        tex_path = out / f"{name}.tex"
+        if rows:
+            latex = tabulate(rows, headers=headers, tablefmt="latex_booktabs", disable_numparse=True)
+            tex_path.write_text(latex + "\n")
+        else:
+            # tabulate cannot infer a column specification from no rows; an empty tabular would not compile.
+            tex_path.write_text(f"% {name}: no complete runs yet\n")
+        written += [csv_path, tex_path]
+    logger.info("wrote %d table files to %s", len(written), out)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.compare``: write the comparison tables as CSV and LaTeX to ``results/tables/``."""
+    parser = argparse.ArgumentParser(prog="python -m harness.compare", description=main.__doc__)
+    parser.add_argument("--results", default="results", help="the results folder (default: results)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for path in write_tables(args.results):
+        logger.info("%s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

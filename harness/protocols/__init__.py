@@ -1,0 +1,468 @@
+"""Versioned run protocols: every hyper-parameter of a run, named, in one JSON file a protocol.
+
+A protocol file (``harness/protocols/<name>.json``) holds:
+
+- ``name`` (the file's stem), ``version`` (an integer, raised whenever a setting changes, so that runs made
+  under different settings are never averaged together), ``description`` and ``seeds`` (the default seeds);
+- ``layout``: the GPU layout the numbers assume (``gpus``, ``per_gpu_batch``, ``global_batch``,
+  ``bn_group_size``: how many images BatchNorm normalises together);
+- ``train``: a value for every key of ``spal.engine.config.TrainConfig`` (:data:`TRAIN_KEYS`), the defaults;
+- ``datasets``: per data set a ``description``, optionally ``num_train_images``, a ``train`` object of
+  overrides and, for generated data, ``layouts`` (per on-disk layout, a further ``train`` object of
+  overrides);
+- ``ablation``: the variants of the ablation study, each ``{"name", "description", "overrides"}``; the name is
+  ``key=value[,key=value]`` over TrainConfig keys (:func:`variant_name`), e.g. ``"selection=random"``;
+- ``sweep``: ``{"budgets": [...], "selections": [...]}``, the annotation-budget sweep.
+
+Overrides replace whole values (a ``synthetic`` object in an override replaces the default one). The merged
+``train`` object must name every TrainConfig key and no other: :func:`load_protocol` checks this and the type
+and range of every value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spal.engine.config import TrainConfig
+
+__all__ = [
+    "PROTOCOL_DIR",
+    "TRAIN_KEYS",
+    "ProtocolError",
+    "apply_overrides",
+    "bn_groups_for",
+    "load_protocol",
+    "parse_variant",
+    "protocol_names",
+    "read_protocol_file",
+    "validate_train",
+    "variant_name",
+    "variants",
+]
+
+PROTOCOL_DIR = Path(__file__).resolve().parent
+
+#: The keys of ``spal.engine.config.TrainConfig`` in its order: a protocol's ``train`` object names every one.
+TRAIN_KEYS: tuple[str, ...] = tuple(TrainConfig.keys())
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("market1501", "msmt17", "synthetic"),
+    "synthetic_layout": ("market1501", "msmt17"),
+    "arch": ("resnet18", "resnet50", "resnet50_ibn_a"),
+    "selection": ("dus", "random", "positive-only", "negative-only"),
+    "clustering": ("constrained", "plain"),
+    "propagation": ("on", "off"),
+    "oracle": ("ground-truth", "human"),
+    "device": ("auto", "cpu", "cuda"),
+}
+_POSITIVE_INTS = (
+    "height",
+    "width",
+    "batch_size",
+    "num_instances",
+    "epochs",
+    "iters",
+    "step_size",
+    "min_samples",
+    "k1",
+    "k2",
+    "eval_step",
+    "bn_groups",
+)
+_NON_NEGATIVE_INTS = ("workers", "seed")
+_POSITIVE_FLOATS = ("lr", "gamma", "eps", "temperature")
+_NON_NEGATIVE_FLOATS = ("weight_decay", "margin", "lambda_sp")
+_BOOLS = ("deterministic", "amp")
+_PATHS = ("data_dir", "logs_dir")
+
+# A budget is a query count or a multiple of n (the number of training images), e.g. "2n" or "0.25n".
+_BUDGET_RE = re.compile(r"^(\d+|\d*\.?\d+n)$")
+_TOP_LEVEL_KEYS = {
+    "name",
+    "version",
+    "description",
+    "seeds",
+    "layout",
+    "train",
+    "datasets",
+    "ablation",
+    "sweep",
+}
+_LAYOUT_KEYS = ("gpus", "per_gpu_batch", "global_batch", "bn_group_size")
+
+
+class ProtocolError(ValueError):
+    """A protocol file or an override is malformed; the message names the file, the key and the fix."""
+
+
+def protocol_names(directory: Path | str | None = None) -> list[str]:
+    """The names of the protocols in ``directory`` (default: this package's folder), sorted."""
+    folder = Path(directory) if directory is not None else PROTOCOL_DIR
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    """Raise :class:`ProtocolError` unless ``value`` is a valid value of the TrainConfig key ``key``."""
+    problem = None
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            problem = f"must be one of {', '.join(_CHOICES[key])}"
+    elif key in _POSITIVE_INTS:
+        if not (_is_int(value) and value > 0):
+            problem = "must be a positive integer"
+    elif key in _NON_NEGATIVE_INTS:
+        if not (_is_int(value) and value >= 0):
+            problem = "must be an integer >= 0"
+    elif key in _POSITIVE_FLOATS:
+        if not (_is_number(value) and value > 0):
+            problem = "must be a number > 0"
+    elif key in _NON_NEGATIVE_FLOATS:
+        if not (_is_number(value) and value >= 0):
+            problem = "must be a number >= 0"
+    elif key == "annotation_timeout":
+        if not (value is None or (_is_number(value) and value > 0)):
+            problem = "must be null (wait forever) or a number of seconds > 0"
+    elif key == "momentum":
+        if not (_is_number(value) and 0 <= value <= 1):
+            problem = "must be a number in [0, 1]"
+    elif key in _BOOLS:
+        if not isinstance(value, bool):
+            problem = "must be true or false"
+    elif key in _PATHS:
+        if not (isinstance(value, str) and value):
+            problem = "must be a non-empty path string"
+    elif key == "pretrained":
+        if not (value is None or (isinstance(value, str) and value)):
+            problem = "must be a path string or null"
+    elif key == "budget":
+        if not ((_is_int(value) and value >= 0) or (isinstance(value, str) and _BUDGET_RE.match(value))):
+            problem = 'must be a query count (integer >= 0) or a multiple of n such as "2n" or "0.25n"'
+    elif key == "synthetic":
+        if not (value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value))):
+            problem = "must be null or an object of spal.datasets.synthetic.generate keyword arguments"
+    if problem is not None:
+        raise ProtocolError(f"{where}: {key} = {value!r} {problem}")
+
+
+def _check_keys(keys: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(keys) - set(TRAIN_KEYS))
+    if unknown:
+        raise ProtocolError(
+            f"{where}: unknown TrainConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(TRAIN_KEYS)}"
+        )
+
+
+def validate_train(train: Mapping[str, Any], where: str = "train") -> None:
+    """Check a complete train config: every key of :data:`TRAIN_KEYS`, no other, each value valid.
+
+    Raises:
+        ProtocolError: naming ``where`` and the offending key(s).
+    """
+    _check_keys(train, where)
+    missing = [k for k in TRAIN_KEYS if k not in train]
+    if missing:
+        raise ProtocolError(
+            f"{where}: missing TrainConfig key(s) {', '.join(missing)}; add them to the protocol"
+        )
+    for key in TRAIN_KEYS:
+        _check_value(key, train[key], where)
+    if train["batch_size"] % train["num_instances"]:
+        raise ProtocolError(
+            f"{where}: batch_size {train['batch_size']} is not a multiple of num_instances "
+            f"{train['num_instances']} (a PK batch holds batch_size / num_instances identities)"
+        )
+    if train["k2"] > train["k1"]:
+        raise ProtocolError(f"{where}: k2 = {train['k2']} must not exceed k1 = {train['k1']}")
+
+
+def apply_overrides(
+    train: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "overrides"
+) -> dict[str, Any]:
+    """Return a copy of ``train`` with ``overrides`` (whole values replaced), validated.
+
+    Raises:
+        ProtocolError: for an unknown key or a bad value, naming ``where``.
+    """
+    _check_keys(overrides, where)
+    merged = copy.deepcopy(dict(train))
+    merged.update(copy.deepcopy(dict(overrides)))
+    validate_train(merged, where)
+    return merged
+
+
+def variant_name(overrides: Mapping[str, Any]) -> str:
+    """The run-variant name of overrides: ``"key=value,key=value"`` in their order; ``"full"`` if none."""
+    if not overrides:
+        return "full"
+    return ",".join(f"{key}={value}" for key, value in overrides.items())
+
+
+def parse_variant(name: str) -> dict[str, str]:
+    """Split a variant name into ``{key: value}`` strings; ``"full"`` gives ``{}``.
+
+    Raises:
+        ProtocolError: when a part is not ``key=value``.
+    """
+    if name == "full":
+        return {}
+    parsed: dict[str, str] = {}
+    for part in name.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key or not value:
+            raise ProtocolError(
+                f"variant {name!r}: {part!r} is not key=value (write e.g. 'selection=random')"
+            )
+        parsed[key] = value
+    return parsed
+
+
+def _same_value(text: str, value: Any) -> bool:
+    if str(value) == text:
+        return True
+    try:
+        return _is_number(value) and float(text) == float(value)
+    except ValueError:
+        return False
+
+
+def _sweep_budget(budget: str) -> int | str:
+    """A sweep budget as TrainConfig takes it: a plain count becomes an int, ``"<x>n"`` stays a string."""
+    return int(budget) if budget.isdigit() else budget
+
+
+def _check_layout(layout: Any, train: Mapping[str, Any], where: str) -> None:
+    if not isinstance(layout, dict) or any(
+        not (_is_int(layout.get(k)) and layout[k] > 0) for k in _LAYOUT_KEYS
+    ):
+        raise ProtocolError(f"{where}: layout must give positive integers {', '.join(_LAYOUT_KEYS)}")
+    if layout["global_batch"] != layout["gpus"] * layout["per_gpu_batch"]:
+        raise ProtocolError(f"{where}: layout global_batch must equal gpus x per_gpu_batch")
+    if layout["global_batch"] % layout["bn_group_size"]:
+        raise ProtocolError(f"{where}: layout global_batch must be a multiple of bn_group_size")
+    if train["batch_size"] != layout["global_batch"]:
+        raise ProtocolError(
+            f"{where}: train.batch_size must equal layout.global_batch ({layout['global_batch']})"
+        )
+    if train["bn_groups"] != layout["global_batch"] // layout["bn_group_size"]:
+        raise ProtocolError(
+            f"{where}: train.bn_groups must be the one-process value global_batch / bn_group_size "
+            f"= {layout['global_batch'] // layout['bn_group_size']}"
+        )
+
+
+def _check_ablation(ablation: Any, train: Mapping[str, Any], where: str) -> None:
+    if not isinstance(ablation, list):
+        raise ProtocolError(f"{where}: ablation must be a list of {{name, description, overrides}} objects")
+    for i, entry in enumerate(ablation):
+        at = f"{where}: ablation[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"name", "description", "overrides"}:
+            raise ProtocolError(f"{at} must have exactly the keys name, description, overrides")
+        apply_overrides(train, entry["overrides"], at)
+        parsed = parse_variant(entry["name"])
+        overrides = entry["overrides"]
+        if list(parsed) != list(overrides) or not all(_same_value(parsed[k], overrides[k]) for k in parsed):
+            raise ProtocolError(
+                f"{at}: name {entry['name']!r} does not match its overrides {overrides!r}; "
+                f"name it {variant_name(overrides)!r}"
+            )
+
+
+def _check_sweep(sweep: Any, train: Mapping[str, Any], where: str) -> None:
+    if not isinstance(sweep, dict) or not {"budgets", "selections"} <= set(sweep):
+        raise ProtocolError(f"{where}: sweep must be an object with 'budgets' and 'selections' lists")
+    if not all(isinstance(b, str) for b in sweep["budgets"]):
+        raise ProtocolError(f'{where}: sweep budgets must be strings such as "0" or "0.5n"')
+    for budget in sweep["budgets"]:
+        _check_value("budget", _sweep_budget(budget), f"{where}: sweep")
+    for selection in sweep["selections"]:
+        _check_value("selection", selection, f"{where}: sweep")
+
+
+def read_protocol_file(path: Path | str) -> dict[str, Any]:
+    """Read and validate one protocol file (defaults, every data set and layout, ablation and sweep).
+
+    Raises:
+        ProtocolError: naming the file and what is wrong in it.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ProtocolError(f"{where}: no such protocol file") from err
+    except json.JSONDecodeError as err:
+        raise ProtocolError(f"{where}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{where}: the top level must be a JSON object")
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    missing = sorted(_TOP_LEVEL_KEYS - set(data))
+    if unknown or missing:
+        raise ProtocolError(
+            f"{where}: top-level keys must be {', '.join(sorted(_TOP_LEVEL_KEYS))} "
+            f"(missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'})"
+        )
+    if data["name"] != path.stem:
+        raise ProtocolError(f"{where}: name {data['name']!r} must equal the file name {path.stem!r}")
+    if not (_is_int(data["version"]) and data["version"] >= 1):
+        raise ProtocolError(f"{where}: version must be an integer >= 1 (raise it whenever a setting changes)")
+    if not (isinstance(data["description"], str) and data["description"]):
+        raise ProtocolError(f"{where}: description must be a non-empty string")
+    if not (isinstance(data["seeds"], list) and data["seeds"] and all(_is_int(s) for s in data["seeds"])):
+        raise ProtocolError(f"{where}: seeds must be a non-empty list of integers")
+    validate_train(data["train"], f"{where}: train")
+    _check_layout(data["layout"], data["train"], where)
+    _check_ablation(data["ablation"], data["train"], where)
+    _check_sweep(data["sweep"], data["train"], where)
+    if not (isinstance(data["datasets"], dict) and data["datasets"]):
+        raise ProtocolError(f"{where}: datasets must be a non-empty object keyed by data set name")
+    for dataset, entry in data["datasets"].items():
+        layouts = entry.get("layouts") if isinstance(entry, dict) else None
+        for layout in layouts or [None]:
+            _merge_dataset(data, dataset, layout, where)
+    return data
+
+
+def _merge_dataset(data: Mapping[str, Any], dataset: str, layout: str | None, where: str) -> dict[str, Any]:
+    """The defaults of ``data`` with the overrides of ``dataset`` (and of its ``layout``), validated."""
+    entry = data["datasets"][dataset]
+    at = f"{where}: datasets.{dataset}"
+    allowed = {"description", "num_train_images", "train", "layouts"}
+    if not isinstance(entry, dict) or not set(entry) <= allowed or "description" not in entry:
+        raise ProtocolError(f"{at} must be an object with a description and only the keys {sorted(allowed)}")
+    train = apply_overrides(data["train"], entry.get("train", {}), at)
+    if layout is not None:
+        layouts = entry.get("layouts") or {}
+        if layout not in layouts:
+            raise ProtocolError(f"{at}: no layout {layout!r}; choose one of {', '.join(layouts) or '(none)'}")
+        at = f"{at}.layouts.{layout}"
+        train = apply_overrides(train, layouts[layout].get("train", {}), at)
+        if train["synthetic_layout"] != layout:
+            raise ProtocolError(f"{at}: train.synthetic_layout must be {layout!r}")
+    if train["dataset"] != dataset:
+        raise ProtocolError(f"{at}: train.dataset is {train['dataset']!r}; set it to {dataset!r}")
+    return train
+
+
+def load_protocol(
+    name: str, dataset: str, layout: str | None = None, directory: Path | str | None = None
+) -> dict[str, Any]:
+    """Load protocol ``name`` for ``dataset``: its defaults merged with the data set's overrides, validated.
+
+    Args:
+        name: a protocol name (see :func:`protocol_names`).
+        dataset: ``"market1501"``, ``"msmt17"`` or ``"synthetic"`` (whichever the protocol defines).
+        layout: for generated data, the on-disk layout (``"market1501"`` or ``"msmt17"``); ``None`` takes the
+            protocol's default ``synthetic_layout``. Ignored for data sets without layouts.
+        directory: where the protocol files are (default: this package).
+
+    Returns:
+        ``{"protocol", "version", "description", "dataset", "dataset_description", "num_train_images" (int or
+        None), "synthetic_layout" (str or None), "seeds", "layout", "train" (every TrainConfig key),
+        "ablation", "sweep"}``.
+
+    Raises:
+        ProtocolError: for an unknown protocol, data set or layout, or an invalid file; the message lists the
+            valid choices.
+    """
+    folder = Path(directory) if directory is not None else PROTOCOL_DIR
+    names = protocol_names(folder)
+    if name not in names:
+        raise ProtocolError(
+            f"unknown protocol {name!r}; choose one of {', '.join(names)} (files in {folder})"
+        )
+    data = read_protocol_file(folder / f"{name}.json")
+    if dataset not in data["datasets"]:
+        raise ProtocolError(
+            f"protocol {name!r} has no settings for data set {dataset!r}; "
+            f"choose one of {', '.join(data['datasets'])}"
+        )
+    entry = data["datasets"][dataset]
+    if entry.get("layouts"):
+        chosen = (
+            layout
+            if layout is not None
+            else apply_overrides(data["train"], entry.get("train", {}))["synthetic_layout"]
+        )
+    else:
+        chosen = None
+    train = _merge_dataset(data, dataset, chosen, str(folder / f"{name}.json"))
+    return {
+        "protocol": name,
+        "version": data["version"],
+        "description": data["description"],
+        "dataset": dataset,
+        "dataset_description": entry["description"],
+        "num_train_images": entry.get("num_train_images"),
+        "synthetic_layout": chosen,
+        "seeds": list(data["seeds"]),
+        "layout": copy.deepcopy(data["layout"]),
+        "train": train,
+        "ablation": copy.deepcopy(data["ablation"]),
+        "sweep": copy.deepcopy(data["sweep"]),
+    }
+
+
+def variants(protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every run variant of a loaded protocol: the full method, the ablation, then the budget sweep.
+
+    Returns:
+        a list of ``{"name", "kind" ("full" | "ablation" | "sweep"), "overrides", "train"}`` with unique
+        names; a sweep point equal to an earlier variant (e.g. DUS at the default budget = ``"full"``) is
+        listed once, under the earlier name.
+    """
+    base = protocol["train"]
+    out: list[dict[str, Any]] = [{"name": "full", "kind": "full", "overrides": {}, "train": dict(base)}]
+    for entry in protocol["ablation"]:
+        train = apply_overrides(base, entry["overrides"], f"ablation {entry['name']}")
+        out.append(
+            {"name": entry["name"], "kind": "ablation", "overrides": dict(entry["overrides"]), "train": train}
+        )
+    seen = {json.dumps(v["train"], sort_keys=True) for v in out}
+    for selection in protocol["sweep"]["selections"]:
+        for budget in protocol["sweep"]["budgets"]:
+            overrides: dict[str, Any] = {}
+            if selection != base["selection"]:
+                overrides["selection"] = selection
+            if _sweep_budget(budget) != base["budget"]:
+                overrides["budget"] = _sweep_budget(budget)
+            train = apply_overrides(base, overrides, f"sweep {selection} {budget}")
+            key = json.dumps(train, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(
+                    {"name": variant_name(overrides), "kind": "sweep", "overrides": overrides, "train": train}
+                )
+    return out
+
+
+def bn_groups_for(protocol: Mapping[str, Any], world_size: int) -> int:
+    """BatchNorm groups each process needs so that BN sees ``layout.bn_group_size`` images at a time.
+
+    With the paper's layout (global batch 64, groups of 16): 4 on one GPU, 2 on two, 1 on four.
+
+    Raises:
+        ProtocolError: when ``world_size`` does not divide the number of groups (say which GPU counts work).
+    """
+    layout = protocol["layout"]
+    groups = layout["global_batch"] // layout["bn_group_size"]
+    if world_size < 1 or groups % world_size:
+        valid = [w for w in range(1, groups + 1) if groups % w == 0]
+        raise ProtocolError(
+            f"protocol {protocol['protocol']!r}: {world_size} processes cannot split {groups} "
+            f"BatchNorm groups of {layout['bn_group_size']} images evenly; "
+            f"use {', '.join(map(str, valid))} GPUs"
+        )
+    return groups // world_size

@@ -1,0 +1,774 @@
+"""``results/REPORT.md``: the paper's tables, the known bounds and every reproduced run, side by side.
+
+The report is rebuilt from whatever is under ``results/``: the paper tables (``paper/``), the runs
+(``runs/**/config.json``, ``final.json``, ``metrics.jsonl``, ``env.json``) and the benchmarks
+(``bench/*.json``). It always shows, for Market-1501 and MSMT17, the paper's rows ("n/a (paper value not
+transcribed)" for every null, never a guess), the bounds in percent as written in ``bounds.json`` and the
+reproduced numbers (mean ± sample std over seeds) with their difference to the paper and a verdict against
+:data:`harness.compare.TOLERANCE`; runs on generated data get their own table and are never compared with the
+paper. Every number names its origin: a paper table file and row, a bound's source, or the run ids it was
+computed from.
+
+``python -m harness.report [--results DIR]`` writes ``REPORT.md``, ``figures/*.png`` and ``tables/*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.compare import (
+    NA_PAPER,
+    PAPER_BN_BATCH,
+    REAL_DATASETS,
+    TOLERANCE,
+    GroupKey,
+    Run,
+    Summary,
+    ablation_records,
+    comparison_records,
+    cost_curve_points,
+    cost_records,
+    dataset_key,
+    fmt_diff,
+    fmt_int,
+    fmt_mean_std,
+    fmt_num,
+    fmt_paper,
+    fmt_share,
+    group_runs,
+    group_stats,
+    load_paper_tables,
+    load_runs,
+    spal_reference,
+    write_tables,
+)
+from harness.plots import plot_cost_curve, plot_training_curves
+
+__all__ = ["build_report", "main", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_LABELS = {
+    "mAP": "mAP",
+    "mINP": "mINP",
+    "rank1": "Rank-1",
+    "rank5": "Rank-5",
+    "rank10": "Rank-10",
+    "queries": "queries",
+    "cost": "cost",
+}
+_PAPER_TABLE_ORDER = ("spal_main", "spal_unsupervised_supervised", "spal_ablation")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything the report is built from, read once."""
+
+    results: Path
+    tables: dict[str, dict[str, Any]]
+    runs: list[Run]
+    problems: list[str]
+    groups: dict[GroupKey, list[Run]]
+    bench: list[tuple[str, list[dict[str, Any]], dict[str, Any]]]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; cells are shown verbatim (no number parsing), pipes escaped."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    return tabulate(
+        [[cell(v) for v in row] for row in rows],
+        headers=[cell(h) for h in headers],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def _dataset_name(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> str:
+    for table in tables.values():
+        if dataset in table["datasets"]:
+            return table["datasets"][dataset]["name"]
+    return dataset
+
+
+def _num_train_images(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> int | None:
+    for table in tables.values():
+        if dataset in table["datasets"]:
+            return table["datasets"][dataset]["num_train_images"]
+    return None
+
+
+def _runs_cell(run_ids: Sequence[str]) -> str:
+    return ", ".join(run_ids) if run_ids else "none"
+
+
+def _protocol_cell(protocol: str, version: int | None) -> str:
+    return protocol if version is None else f"{protocol} v{version}"
+
+
+def _bn_cell(bn_batch: float | None) -> str:
+    if bn_batch is None:
+        return "n/a"
+    text = fmt_num(bn_batch, 0)
+    return text if bn_batch == PAPER_BN_BATCH else f"{text} (paper: {PAPER_BN_BATCH})"
+
+
+def _cost_curve_file(key: str) -> str:
+    return f"figures/cost-curve-{key}.png"
+
+
+def _training_file(key: str, protocol: str) -> str:
+    return f"figures/runs-{key}-{protocol}.png"
+
+
+def _synthetic_layouts(inputs: _Inputs) -> list[str | None]:
+    return sorted({r.layout for r in inputs.runs if r.dataset not in REAL_DATASETS}, key=str)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted keys; lists of scalars are joined; lists of objects are counted."""
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    if isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            return {prefix[:-1]: " ".join(map(str, value))}
+        return {prefix[:-1]: f"{len(value)} entries"}
+    return {prefix[:-1]: value}
+
+
+def _load_bench(results: Path, problems: list[str]) -> list[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+    """``(file name, records, file-level scalars)`` per ``bench/*.json``, whatever its layout: a list of
+    objects, an object holding lists of objects (each listed object a record), or one object (one record)."""
+    out = []
+    for path in sorted((results / "bench").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            problems.append(f"{path}: unreadable ({err})")
+            continue
+        meta: dict[str, Any] = {}
+        records: list[dict[str, Any]] = []
+        if isinstance(data, list):
+            records = [_flatten(item) for item in data if isinstance(item, dict)]
+        elif isinstance(data, dict):
+            nested = {
+                k: v
+                for k, v in data.items()
+                if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
+            }
+            if nested:
+                meta = _flatten({k: v for k, v in data.items() if k not in nested})
+                for group, items in nested.items():
+                    records += (
+                        [{"group": group, **_flatten(item)} for item in items]
+                        if len(nested) > 1
+                        else [_flatten(item) for item in items]
+                    )
+            else:
+                records = [_flatten(data)]
+        out.append((path.name, records, meta))
+    return out
+
+
+def _bench_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _bench_columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for record in records:
+        columns += [c for c in record if c not in columns]
+
+    # Identity first, ratios last: the rest keeps the files' own order.
+    def rank(column: str) -> int:
+        lowered = column.lower()
+        if lowered in ("name", "group", "case", "benchmark"):
+            return 0
+        if "device" in lowered:
+            return 1
+        if "ratio" in lowered or "speedup" in lowered:
+            return 3
+        return 2
+
+    return sorted(columns, key=rank)
+
+
+# ----------------------------------------------------------------------------------------------- sections
+
+
+def _header(inputs: _Inputs) -> list[str]:
+    complete = sum(r.complete for r in inputs.runs)
+    spal_cells = [
+        row[d][m]
+        for name in _PAPER_TABLE_ORDER
+        if name in inputs.tables
+        for row in inputs.tables[name]["rows"]
+        for d in inputs.tables[name]["datasets"]
+        for m in inputs.tables[name]["metrics"]
+    ]
+    filled = sum(v is not None for v in spal_cells)
+    return [
+        "# SPAL reproduction report",
+        "",
+        "Generated by `python -m harness.report` from the files under `results/` (paper tables, runs, "
+        "benchmarks); regenerate it instead of editing it.",
+        "",
+        f"- Runs found: {len(inputs.runs)} ({complete} complete, {len(inputs.runs) - complete} incomplete).",
+        f"- SPAL paper values transcribed in `results/paper/`: {filled} of {len(spal_cells)}.",
+        "",
+        "## How to read this report",
+        "",
+        "- **Paper**: values from the SPAL paper as stored in `results/paper/<table>.json` (named in each "
+        f'table). Every cell whose value is null there reads "{NA_PAPER}"; nothing is estimated.',
+        "- **Bounds**: numbers of other projects from `results/paper/bounds.json`, in percent as written "
+        "there, each with its source. They are not SPAL numbers: SPAL should land between 'no labels' and "
+        "'all labels'.",
+        "- **Reproduced**: `final.json` of each run (the final-epoch model, percent), as mean ± sample "
+        "standard deviation over seeds; `(n=1)` marks a single run. The best-on-test figure is shown only in "
+        "its own labelled column and is never the result. The runs column names the run ids each number "
+        "comes from.",
+        f"- **Verdict**: reproduced mean minus reference, agreeing when within ±{TOLERANCE:g} percentage "
+        "points (identical settings vary by about ±1 mAP from run to run, SpCL issues #6 and #14, and two "
+        "evaluators differ by up to 1 mAP).",
+        "- **GPU layout**: the paper's BatchNorm saw 16 images at a time (4 GPUs x 16). The number of GPUs "
+        "moves results by 6-20 mAP (SpCL #11, cluster-contrast-reid #16), so the BN batch of every run is "
+        "listed; runs with another BN batch are not expected to agree.",
+        "",
+    ]
+
+
+def _paper_table_section(table: Mapping[str, Any], dataset: str) -> list[str]:
+    rows = table["rows"]
+    extra = [k for k in ("backbone", "setting", "variant") if any(k in r for r in rows)]
+    headers = ["method", *extra, *(METRIC_LABELS[m] for m in table["metrics"]), "source"]
+    body = [
+        [
+            row["method"],
+            *(row.get(k, "") for k in extra),
+            *(fmt_paper(row[dataset][m]) for m in table["metrics"]),
+            row.get("source") or f"not transcribed ({table['table']}.json)",
+        ]
+        for row in rows
+    ]
+    return [
+        f"### Paper: {table['title']} (`results/paper/{table['table']}.json`)",
+        "",
+        _md_table(headers, body),
+        "",
+    ]
+
+
+def _bounds_section(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> list[str]:
+    table = tables["bounds"]
+    metrics = table["metrics"]
+    headers = ["setting", "method", "backbone", *(METRIC_LABELS[m] for m in metrics), "source", "note"]
+    body = [
+        [
+            row.get("setting", ""),
+            row["method"],
+            row.get("backbone", ""),
+            *(fmt_paper(row[dataset][m]) for m in metrics),
+            row.get("source", ""),
+            row.get("note", ""),
+        ]
+        for row in table["rows"]
+    ]
+    return [
+        "### Bounds: no labels and all labels (`results/paper/bounds.json`, not SPAL numbers)",
+        "",
+        _md_table(headers, body),
+        "",
+    ]
+
+
+def _reproduced_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
+    groups = {k: v for k, v in inputs.groups.items() if k.dataset == dataset}
+    lines = [f"### Reproduced on {name}", ""]
+    if not groups:
+        return lines + [f"No complete runs on {name} yet (`make reproduce DATASET={dataset}`).", ""]
+    headers = [
+        "protocol",
+        "variant",
+        "arch",
+        "BN batch",
+        "seeds",
+        "mAP",
+        "Rank-1",
+        "Rank-5",
+        "Rank-10",
+        "mINP",
+    ]
+    headers += ["best mAP on test (not the result)", "runs"]
+    body = []
+    for key, runs in groups.items():
+        stats = group_stats(runs)
+        bn = sorted({_bn_cell(r.bn_batch) for r in runs})
+        body.append(
+            [
+                _protocol_cell(key.protocol, key.version),
+                key.variant,
+                key.arch or "n/a",
+                ", ".join(bn),
+                ", ".join(str(r.seed) for r in runs),
+                *(fmt_mean_std(stats[m]) for m in ("mAP", "rank1", "rank5", "rank10", "mINP")),
+                fmt_mean_std(stats["best_mAP_on_test"]),
+                _runs_cell([r.run_id for r in runs]),
+            ]
+        )
+    return lines + [_md_table(headers, body), ""]
+
+
+def _comparison_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
+    records = [r for r in comparison_records(inputs.groups, inputs.tables) if r["dataset"] == dataset]
+    headers = ["protocol", "variant", "metric", "reproduced", "reference", "reference value", "difference"]
+    headers += ["verdict", "runs"]
+    body = [
+        [
+            _protocol_cell(r["protocol"], r["version"]),
+            r["variant"],
+            METRIC_LABELS[r["metric"]],
+            fmt_mean_std(Summary(r["reproduced_mean"], r["reproduced_std"], r["n_runs"])),
+            r["reference"],
+            fmt_paper(r["reference_value"]),
+            fmt_diff(r["difference"]),
+            r["verdict"],
+            _runs_cell(r["run_ids"]),
+        ]
+        for r in records
+    ]
+    if not body:
+        # No run yet: the comparison still shows what it will compare against.
+        for metric in ("mAP", "rank1", "rank5", "rank10"):
+            ref = spal_reference(inputs.tables, "full", "resnet50", dataset, metric)
+            value, label = ref if ref else (None, "no paper row")
+            verdict = NA_PAPER if value is None else "n/a (no runs)"
+            body.append(
+                [
+                    "paper",
+                    "full",
+                    METRIC_LABELS[metric],
+                    "no runs",
+                    label,
+                    fmt_paper(value),
+                    "n/a",
+                    verdict,
+                    "none",
+                ]
+            )
+    return [
+        f"### Reproduced vs paper on {name} (tolerance ±{TOLERANCE:g} points)",
+        "",
+        _md_table(headers, body),
+        "",
+    ]
+
+
+def _cost_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
+    n = _num_train_images(inputs.tables, dataset)
+    ref = spal_reference(inputs.tables, "full", "resnet50", dataset, "queries")
+    paper_queries, paper_label = ref if ref else (None, "no paper row")
+    headers = ["source", "n (train images)", "budget", "queries spent", "share of the 2n budget"]
+    headers += ["share of all n(n-1)/2 pairs", "pairs known (propagated)"]
+
+    def share(value: float | None, total: float | None) -> str:
+        if value is None:
+            return NA_PAPER
+        return fmt_share(value / total) if total else "n/a"
+
+    body = [
+        [
+            f"paper: {paper_label}",
+            fmt_int(n),
+            f"2n = {fmt_int(2 * n)}" if n else "2n",
+            fmt_paper(paper_queries),
+            share(paper_queries, 2 * n if n else None),
+            share(paper_queries, n * (n - 1) / 2 if n else None),
+            "n/a (not reported)",
+        ]
+    ]
+    for r in cost_records(inputs.groups, inputs.tables):
+        if r["dataset"] != dataset:
+            continue
+        body.append(
+            [
+                f"reproduced: {_protocol_cell(r['protocol'], r['version'])} / {r['variant']} "
+                f"(runs: {_runs_cell(r['run_ids'])})",
+                fmt_int(r["n"]),
+                f"{', '.join(r['budget_setting'])} = {fmt_int(r['budget'])}",
+                fmt_mean_std(Summary(r["queries_mean"], r["queries_std"], len(r["run_ids"])), integer=True),
+                fmt_share(r["share_of_2n"]),
+                fmt_share(r["share_of_pairs"]),
+                fmt_int(r["pairs_known_mean"]),
+            ]
+        )
+    return [
+        f"### Annotation cost on {name} (pair queries; one same/different answer = 1)",
+        "",
+        _md_table(headers, body),
+        "",
+    ]
+
+
+def _real_dataset_section(inputs: _Inputs, dataset: str) -> list[str]:
+    name = _dataset_name(inputs.tables, dataset)
+    lines = [f"## {name}", ""]
+    for table_name in _PAPER_TABLE_ORDER:
+        if table_name in inputs.tables and dataset in inputs.tables[table_name]["datasets"]:
+            lines += _paper_table_section(inputs.tables[table_name], dataset)
+    lines += _bounds_section(inputs.tables, dataset)
+    lines += _reproduced_section(inputs, dataset, name)
+    lines += _comparison_section(inputs, dataset, name)
+    lines += _cost_section(inputs, dataset, name)
+    return lines
+
+
+def _synthetic_section(inputs: _Inputs) -> list[str]:
+    lines = [
+        "## Runs on synthetic data (never compared with the paper)",
+        "",
+        "Generated images check that the pipeline works end to end; their numbers say nothing about the "
+        "paper's.",
+        "",
+    ]
+    groups = {k: v for k, v in inputs.groups.items() if k.dataset not in REAL_DATASETS}
+    if not groups:
+        return lines + ["No complete runs on synthetic data yet (`make reproduce DATASET=synthetic`).", ""]
+    headers = ["layout", "protocol", "variant", "arch", "size", "seeds", "mAP", "Rank-1", "Rank-5", "Rank-10"]
+    headers += ["queries spent", "budget", "runs"]
+    body = []
+    for key, runs in groups.items():
+        stats = group_stats(runs)
+        sizes = sorted({str((r.final or {}).get("synthetic_size") or "n/a") for r in runs})
+        body.append(
+            [
+                key.layout or "n/a",
+                _protocol_cell(key.protocol, key.version),
+                key.variant,
+                key.arch or "n/a",
+                ", ".join(sizes),
+                ", ".join(str(r.seed) for r in runs),
+                *(fmt_mean_std(stats[m]) for m in ("mAP", "rank1", "rank5", "rank10")),
+                fmt_mean_std(stats["queries_spent"], integer=True),
+                fmt_int(stats["budget"].mean),
+                _runs_cell([r.run_id for r in runs]),
+            ]
+        )
+    return lines + [_md_table(headers, body), ""]
+
+
+def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
+    records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
+    real = dataset in REAL_DATASETS
+    headers = ["protocol", "variant", "seeds", "mAP", "Δ mAP vs full", "Rank-1", "Δ Rank-1 vs full"]
+    if real:
+        headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]
+    headers.append("runs")
+    body = []
+    for r in records:
+        row = [
+            _protocol_cell(r["protocol"], r["version"]) if r["n_runs"] else "-",
+            r["variant"],
+            str(r["n_runs"]),
+            fmt_mean_std(Summary(r["mAP_mean"], r["mAP_std"], r["n_runs"])),
+            fmt_diff(r["mAP_delta"]),
+            fmt_mean_std(Summary(r["rank1_mean"], r["rank1_std"], r["n_runs"])),
+            fmt_diff(r["rank1_delta"]),
+        ]
+        if real:
+            row += [fmt_paper(r["paper_mAP"]), fmt_paper(r["paper_rank1"])]
+        row.append(_runs_cell(r["run_ids"]))
+        body.append(row)
+    return [_md_table(headers, body), ""] if body else ["No ablation runs yet.", ""]
+
+
+def _ablation_section(inputs: _Inputs) -> list[str]:
+    lines = [
+        "## Ablation",
+        "",
+        "Each variant against the full method (`full`) of the same protocol and backbone: mean ± std over "
+        "seeds and the difference of the means. Variant names are the harness's (`harness/protocols`).",
+        "",
+    ]
+    for dataset in REAL_DATASETS:
+        lines += [f"### {_dataset_name(inputs.tables, dataset)}", ""]
+        lines += _ablation_table(inputs, dataset, None)
+    for layout in _synthetic_layouts(inputs):
+        lines += [f"### synthetic ({layout} layout; not compared with the paper)", ""]
+        lines += _ablation_table(inputs, "synthetic", layout)
+    return lines
+
+
+def _curve_inputs(
+    inputs: _Inputs, dataset: str, layout: str | None
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """``(raw points from compare, plot-ready lines)`` of one data set's cost curve."""
+    points = cost_curve_points(inputs.groups, dataset, layout)
+    lines = {
+        label: [
+            {
+                "queries": p["queries"].mean,
+                "queries_std": p["queries"].std,
+                "mAP": p["mAP"].mean,
+                "mAP_std": p["mAP"].std,
+                "rank1": p["rank1"].mean,
+                "rank1_std": p["rank1"].std,
+            }
+            for p in pts
+        ]
+        for label, pts in points.items()
+    }
+    return points, lines
+
+
+def _curve_keys(inputs: _Inputs) -> list[tuple[str, str | None]]:
+    """The data sets with a cost curve: both real ones always, generated layouts with runs."""
+    return [(d, None) for d in REAL_DATASETS] + [
+        ("synthetic", layout) for layout in _synthetic_layouts(inputs)
+    ]
+
+
+def _cost_curve_section(inputs: _Inputs) -> list[str]:
+    lines = [
+        "## Annotation budget and cost curves",
+        "",
+        "mAP and Rank-1 against the pair queries actually spent, one line per selection strategy (runs "
+        "whose variant changes only the budget and the selection; mean over seeds, error bars one std). On "
+        "real data the bounds are drawn as horizontal lines (dashed: no labels, dotted: all labels) and the "
+        "2n budget as a vertical line.",
+        "",
+    ]
+    for dataset, layout in _curve_keys(inputs):
+        key = dataset_key(dataset, layout)
+        title = _dataset_name(inputs.tables, dataset) if dataset in REAL_DATASETS else f"synthetic ({layout})"
+        lines += [f"### {title}", ""]
+        points, _ = _curve_inputs(inputs, dataset, layout)
+        body = [
+            [
+                label,
+                p["budget"],
+                fmt_mean_std(p["queries"], integer=True),
+                fmt_mean_std(p["mAP"]),
+                fmt_mean_std(p["rank1"]),
+                _runs_cell(p["run_ids"]),
+            ]
+            for label, pts in points.items()
+            for p in pts
+        ]
+        if body:
+            headers = ["selection", "budget", "queries spent", "mAP", "Rank-1", "runs"]
+            lines += [_md_table(headers, body), ""]
+        else:
+            lines += [f"No budget-sweep runs on {title} yet.", ""]
+        lines += [f"![cost curve, {title}]({_cost_curve_file(key)})", ""]
+    return lines
+
+
+def _training_keys(inputs: _Inputs) -> dict[tuple[str, str], list[Run]]:
+    out: dict[tuple[str, str], list[Run]] = {}
+    for run in inputs.runs:
+        out.setdefault((dataset_key(run.dataset, run.layout), run.protocol), []).append(run)
+    return dict(sorted(out.items()))
+
+
+def _run_label(run: Run) -> str:
+    return f"{run.variant} s{run.seed} ({run.run_id})"
+
+
+def _training_section(inputs: _Inputs) -> list[str]:
+    lines = [
+        "## Training curves",
+        "",
+        "Per data set and protocol, every run found (finished or not): mAP against epoch, pair queries spent "
+        "against epoch, and mAP against queries spent (`metrics.jsonl`).",
+        "",
+    ]
+    keys = _training_keys(inputs)
+    if not keys:
+        return lines + ["No runs yet.", ""]
+    for key, protocol in keys:
+        lines += [f"![training curves, {key} / {protocol}]({_training_file(key, protocol)})", ""]
+    return lines
+
+
+def _bench_section(inputs: _Inputs) -> list[str]:
+    lines = ["## Benchmarks", ""]
+    if not inputs.bench:
+        return lines + ["No benchmark results yet (`results/bench/*.json`).", ""]
+    for name, records, meta in inputs.bench:
+        lines += [f"### `results/bench/{name}`", ""]
+        if meta:
+            lines += [", ".join(f"{k}: {_bench_cell(v)}" for k, v in meta.items()), ""]
+        columns = _bench_columns(records)
+        body = [[_bench_cell(r.get(c)) for c in columns] for r in records]
+        lines += [_md_table(columns, body) if body else "No records in this file.", ""]
+    return lines
+
+
+def _commit_cell(run: Run) -> str:
+    env = run.env or {}
+    sha = env.get("git_commit")
+    text = sha[:12] if sha else "unknown"
+    if env.get("git_dirty"):
+        text += " (dirty)"
+    return text
+
+
+def _runs_section(inputs: _Inputs) -> list[str]:
+    lines = ["## Runs", ""]
+    if inputs.runs:
+        headers = [
+            "run",
+            "data set",
+            "protocol",
+            "variant",
+            "seed",
+            "status",
+            "mAP",
+            "queries spent",
+            "device",
+        ]
+        headers += ["world size", "git commit", "path"]
+        body = []
+        for run in inputs.runs:
+            final = run.final or {}
+            if run.complete:
+                status = "complete"
+            else:
+                epochs = [m.get("epoch") for m in run.metrics if m.get("epoch") is not None]
+                status = (
+                    f"incomplete (last epoch logged: {max(epochs)})"
+                    if epochs
+                    else "incomplete (no epoch logged)"
+                )
+            body.append(
+                [
+                    run.run_id,
+                    dataset_key(run.dataset, run.layout),
+                    _protocol_cell(run.protocol, run.version),
+                    run.variant,
+                    str(run.seed),
+                    status,
+                    fmt_num(final.get("mAP")),
+                    fmt_int(final.get("queries_spent")),
+                    final.get("device") or (run.env or {}).get("gpu_name") or "n/a",
+                    str(run.config.get("world_size", "n/a")),
+                    _commit_cell(run),
+                    str(run.path.relative_to(inputs.results)),
+                ]
+            )
+        lines += [_md_table(headers, body), ""]
+    else:
+        lines += ["No runs yet.", ""]
+    if inputs.problems:
+        lines += ["### Files that could not be read", ""] + [f"- {p}" for p in inputs.problems] + [""]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ public
+
+
+def _read_inputs(results_dir: Path | str) -> _Inputs:
+    results = Path(results_dir)
+    runs, problems = load_runs(results)
+    bench = _load_bench(results, problems)
+    return _Inputs(results, load_paper_tables(results), runs, problems, group_runs(runs), bench)
+
+
+def _render(inputs: _Inputs) -> str:
+    lines = _header(inputs)
+    for dataset in REAL_DATASETS:
+        lines += _real_dataset_section(inputs, dataset)
+    lines += _synthetic_section(inputs)
+    lines += _ablation_section(inputs)
+    lines += _cost_curve_section(inputs)
+    lines += _training_section(inputs)
+    lines += _bench_section(inputs)
+    lines += _runs_section(inputs)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build_report(results_dir: Path | str) -> str:
+    """The Markdown text of ``REPORT.md`` for the results under ``results_dir`` (nothing is written).
+
+    Figures are linked relative to ``results_dir`` (``figures/...``); :func:`write_report` draws them.
+
+    Raises:
+        harness.paper.PaperTableError: when a paper table is invalid (the message names the file and row).
+    """
+    return _render(_read_inputs(results_dir))
+
+
+def _draw_figures(inputs: _Inputs) -> list[Path]:
+    written = []
+    bounds_table = inputs.tables["bounds"]
+    for dataset, layout in _curve_keys(inputs):
+        _, lines = _curve_inputs(inputs, dataset, layout)
+        bounds = []
+        budget_2n = None
+        if dataset in REAL_DATASETS:
+            n = _num_train_images(inputs.tables, dataset)
+            budget_2n = 2 * n if n else None
+            if dataset in bounds_table["datasets"]:
+                bounds = [
+                    {
+                        "label": f"{row['method']} ({row.get('backbone', '')}), {row.get('setting', '')}",
+                        "setting": row.get("setting", ""),
+                        **{m: row[dataset].get(m) for m in ("mAP", "rank1")},
+                    }
+                    for row in bounds_table["rows"]
+                ]
+        title = _dataset_name(inputs.tables, dataset) if dataset in REAL_DATASETS else f"synthetic ({layout})"
+        path = inputs.results / _cost_curve_file(dataset_key(dataset, layout))
+        written.append(plot_cost_curve(path, f"Cost curve: {title}", lines, bounds, budget_2n))
+    for (key, protocol), runs in _training_keys(inputs).items():
+        curves = {_run_label(run): run.metrics for run in runs}
+        path = inputs.results / _training_file(key, protocol)
+        written.append(plot_training_curves(path, f"{key} / {protocol}", curves))
+    return written
+
+
+def write_report(results_dir: Path | str) -> Path:
+    """Write ``<results_dir>/REPORT.md``, its figures (``figures/*.png``) and tables (``tables/*``).
+
+    Returns:
+        the path of ``REPORT.md``.
+    """
+    inputs = _read_inputs(results_dir)
+    figures = _draw_figures(inputs)
+    tables = write_tables(inputs.results)
+    path = inputs.results / "REPORT.md"
+    path.write_text(_render(inputs))
+    logger.info("wrote %s (%d figures, %d table files)", path, len(figures), len(tables))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.report``: regenerate ``results/REPORT.md`` with its figures and tables."""
+    parser = argparse.ArgumentParser(prog="python -m harness.report", description=main.__doc__)
+    parser.add_argument("--results", default="results", help="the results folder (default: results)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    write_report(args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

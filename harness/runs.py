@@ -1,0 +1,222 @@
+"""Runs as cells of a matrix: one (data set, protocol, variant, seed) each, run resumably into ``results/runs/``.
+
+A run lives in ``results/runs/<dataset>/<protocol>/<run-id>/`` (config.json, env.json, metrics.jsonl, final.json,
+train.log); its checkpoint and annotation log live under ``logs/runs/`` with the same relative path, outside git.
+Re-running a finished cell starts nothing; an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Cell", "run_cell", "run_cells", "CellResult"]
+
+log = logging.getLogger(__name__)
+
+# Settings that say where things are or how fast they load, not what is computed: left out of the run id.
+_NOT_IDENTITY = ("data_dir", "logs_dir", "workers", "device")
+
+
+@dataclass
+class Cell:
+    """One training run to do.
+
+    Attributes:
+        dataset: ``market1501`` | ``msmt17`` | ``synthetic``.
+        protocol: protocol name (``paper``, ``ci``, ``smoke``) and ``protocol_version`` its version.
+        variant: short name of what differs from the protocol (``full``, ``selection=random``, ``budget=0.5n``).
+        train: every TrainConfig setting of the run (data_dir and logs_dir are filled in by the harness).
+        gpus: GPUs the protocol was designed for (the paper's 4); BatchNorm groups emulate the missing ones.
+    """
+
+    dataset: str
+    protocol: str
+    protocol_version: int
+    seed: int
+    variant: str
+    train: dict[str, Any]
+    gpus: int = 1
+    layout: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def config_hash(self, commit: str | None) -> str:
+        identity = {k: v for k, v in self.train.items() if k not in _NOT_IDENTITY}
+        blob = json.dumps(
+            {
+                "train": identity,
+                "protocol": self.protocol,
+                "version": self.protocol_version,
+                "commit": commit,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+    def run_id(self, commit: str | None) -> str:
+        slug = self.variant.replace("=", "-").replace("/", "-").replace(" ", "")
+        parts = [self.layout] if self.layout else []
+        parts += [slug, f"seed{self.seed}", self.config_hash(commit), (commit or "nogit")[:7]]
+        return "-".join(parts)
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    run_dir: Path
+    status: str  # "complete" (already done), "ran", "resumed", "failed"
+    final: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+def _launch_command(config_path: Path, cell: Cell, logs_dir: Path, world_size: int) -> list[str]:
+    spal_args = [
+        "-m",
+        "spal",
+        "train",
+        "-d",
+        cell.dataset,
+        "--config",
+        str(config_path),
+        "--logs-dir",
+        str(logs_dir),
+        "--resume",
+    ]
+    if world_size > 1:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={world_size}",
+            *spal_args,
+        ]
+    return [sys.executable, *spal_args]
+
+
+def run_cell(
+    cell: Cell,
+    results_dir: Path,
+    logs_root: Path,
+    data_dir: str,
+    environment: dict[str, Any],
+    *,
+    world_size: int | None = None,
+) -> CellResult:
+    """Run one cell unless it is complete; resume it when its checkpoint exists."""
+    commit = environment.get("git_commit")
+    run_id = cell.run_id(commit)
+    relative = Path(cell.dataset) / cell.protocol / run_id
+    run_dir = results_dir / "runs" / relative
+    logs_dir = logs_root / relative
+    final_path = run_dir / "final.json"
+    if final_path.is_file():
+        log.info("run %s is complete (%s); nothing to do", run_id, final_path)
+        return CellResult(cell, run_dir, "complete", json.loads(final_path.read_text()))
+
+    gpus = _gpu_count() if world_size is None else world_size
+    world = max(1, min(gpus, cell.gpus)) if gpus > 1 else 1
+    bn_groups = max(1, cell.gpus // world) if cell.gpus > world else int(cell.train.get("bn_groups", 1))
+    train = {
+        **cell.train,
+        "data_dir": data_dir,
+        "logs_dir": str(logs_dir),
+        "bn_groups": bn_groups,
+        "seed": cell.seed,
+    }
+    resumed = (logs_dir / "checkpoint.pth").is_file()
+    log.info(
+        "%s run %s (%s, %s, seed %d, world size %d, bn_groups %d)",
+        "resuming interrupted" if resumed else "starting",
+        run_id,
+        cell.dataset,
+        cell.variant,
+        cell.seed,
+        world,
+        bn_groups,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "protocol": cell.protocol,
+        "protocol_version": cell.protocol_version,
+        "dataset": cell.dataset,
+        "layout": cell.layout,
+        "seed": cell.seed,
+        "variant": cell.variant,
+        "run_id": run_id,
+        "train": train,
+        "world_size": world,
+        "gpus": cell.gpus,
+        "bn_groups": bn_groups,
+        "synthetic": cell.dataset == "synthetic",
+        **cell.extra,
+    }
+    _write_json(run_dir / "config.json", config)
+    _write_json(run_dir / "env.json", environment)
+    config_path = logs_dir / "train_config.json"
+    _write_json(config_path, train)
+
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(_launch_command(config_path, cell, logs_dir, world), env=env, check=False)
+    for name in ("metrics.jsonl", "train.log"):
+        if (logs_dir / name).is_file():
+            shutil.copyfile(logs_dir / name, run_dir / name)
+    if proc.returncode != 0 or not (logs_dir / "final.json").is_file():
+        error = f"training exited with code {proc.returncode}; its log: {logs_dir / 'train.log'}"
+        log.error("run %s failed: %s", run_id, error)
+        return CellResult(cell, run_dir, "failed", error=error)
+    final = json.loads((logs_dir / "final.json").read_text())
+    final.update(
+        dataset=cell.dataset,
+        protocol=cell.protocol,
+        variant=cell.variant,
+        seed=cell.seed,
+        layout=cell.layout,
+        run_id=run_id,
+        synthetic=cell.dataset == "synthetic",
+        synthetic_size=_synthetic_size(train) if cell.dataset == "synthetic" else None,
+        git_commit=commit,
+        harness_wall_time_s=round(time.perf_counter() - started, 2),
+    )
+    _write_json(final_path, final)
+    return CellResult(cell, run_dir, "resumed" if resumed else "ran", final)
+
+
+def run_cells(
+    cells: list[Cell], results_dir: Path, logs_root: Path, data_dir: str, environment: dict[str, Any]
+) -> list[CellResult]:
+    """Run every cell in turn; a failing cell is reported and does not stop the others."""
+    return [run_cell(c, results_dir, logs_root, data_dir, environment) for c in cells]
+
+
+def _synthetic_size(train: dict[str, Any]) -> str:
+    synthetic = train.get("synthetic") or {}
+    layout = train.get("synthetic_layout", "market1501")
+    parts = [f"{k}={v}" for k, v in sorted(synthetic.items())]
+    return f"{layout} layout" + (f" ({', '.join(parts)})" if parts else " (default size)")
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,211 @@
+"""``spal synth | train | evaluate | annotate``: argument parsing, then one call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from spal.engine.config import CHOICES, TrainConfig
+
+__all__ = ["main", "build_parser", "train_config_from_args", "SYNTHETIC_DEFAULTS"]
+
+log = logging.getLogger("spal")
+
+# The paper's settings (TrainConfig's defaults) are for a GPU and the real data sets. On the synthetic set the
+# defaults are a small CPU run instead; any flag given on the command line still wins.
+SYNTHETIC_DEFAULTS: dict[str, Any] = {
+    "arch": "resnet18",
+    "height": 64,
+    "width": 32,
+    "epochs": 6,
+    "iters": 20,
+    "batch_size": 32,
+    "workers": 0,
+    "k1": 15,
+    "k2": 4,
+    "eps": 0.5,
+    "eval_step": 2,
+    "step_size": 4,
+}
+
+_TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--data-dir",), {"help": "folder holding market1501/ or msmt17/ (created with a synthetic set for -d synthetic)"}),
+    (("--logs-dir",), {"help": "where checkpoints, metrics.jsonl and the annotation log go"}),
+    (("--epochs",), {"type": int}),
+    (("--iters",), {"type": int, "help": "training iterations per epoch"}),
+    (("--height",), {"type": int}),
+    (("--width",), {"type": int}),
+    (("-b", "--batch-size"), {"type": int, "help": "global batch (P identities x K instances)"}),
+    (("--num-instances",), {"type": int, "help": "K: images per pseudo identity in a batch"}),
+    (("-j", "--workers"), {"type": int, "help": "data-loading processes"}),
+    (("--budget",), {"help": "pair queries: a number or a multiple of n such as 2n, 0.5n (default 2n)"}),
+    (("--eps",), {"type": float, "help": "DBSCAN radius on the Jaccard distance"}),
+    (("--min-samples",), {"type": int}),
+    (("--k1",), {"type": int}),
+    (("--k2",), {"type": int}),
+    (("--lr",), {"type": float}),
+    (("--weight-decay",), {"type": float}),
+    (("--step-size",), {"type": int, "help": "epochs between learning-rate decays"}),
+    (("--temperature",), {"type": float}),
+    (("--momentum",), {"type": float, "help": "memory momentum m in M <- m M + (1 - m) f"}),
+    (("--margin",), {"type": float, "help": "support-pair loss margin"}),
+    (("--lambda",), {"type": float, "dest": "lambda_sp", "help": "support-pair loss weight (0 = contrastive only)"}),
+    (("--eval-step",), {"type": int}),
+    (("--seed",), {"type": int}),
+    (("--bn-groups",), {"type": int, "help": "normalise K groups of the batch separately (4 = the paper's 4 GPUs)"}),
+    (("--selection",), {"choices": CHOICES["selection"]}),
+    (("--clustering",), {"choices": CHOICES["clustering"]}),
+    (("--propagation",), {"choices": CHOICES["propagation"]}),
+    (("--oracle",), {"choices": CHOICES["oracle"], "help": "who answers the support pairs"}),
+    (("--annotation-timeout",), {"type": float, "help": "seconds to wait for human answers each epoch"}),
+    (("--device",), {"choices": CHOICES["device"]}),
+    (("--pretrained",), {"help": "local ImageNet checkpoint (.pth / .pth.tar) for the backbone"}),
+    (("--synthetic-layout",), {"choices": CHOICES["synthetic_layout"], "help": "layout of -d synthetic"}),
+]
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from spal import models
+
+    parser.add_argument("-d", "--dataset", choices=CHOICES["dataset"], default="synthetic")
+    parser.add_argument("-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)")
+    for flags, kwargs in _TRAIN_FLAGS:
+        parser.add_argument(*flags, default=None, **kwargs)
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                        help="continue the run in --logs-dir (or from CKPT)")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic kernels (two CPU runs give identical numbers)")
+    parser.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CUDA")
+    parser.add_argument("--config", help="JSON file of TrainConfig settings (flags override it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spal", description="Support Pair Active Learning for person re-id")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic data set in the Market-1501 or MSMT17_V1 layout")
+    synth.add_argument("--layout", choices=CHOICES["synthetic_layout"], default="market1501")
+    synth.add_argument("--out", required=True, help="the data dir to write (it will hold market1501/ or msmt17/)")
+    synth.add_argument("--num-ids", type=int)
+    synth.add_argument("--num-cams", type=int)
+    synth.add_argument("--images-per-id", type=int)
+    synth.add_argument("--height", type=int, default=128)
+    synth.add_argument("--width", type=int, default=64)
+    synth.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train SPAL (SPEC section 1)")
+    _add_train_flags(train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on query/gallery (mAP, CMC)")
+    ev.add_argument("-d", "--dataset", choices=CHOICES["dataset"], default="synthetic")
+    ev.add_argument("--data-dir", default="data")
+    ev.add_argument("--resume", required=True, metavar="CKPT", help="checkpoint written by spal train")
+    ev.add_argument("--synthetic-layout", choices=CHOICES["synthetic_layout"], default=None)
+    ev.add_argument("--device", choices=CHOICES["device"], default="auto")
+    ev.add_argument("-j", "--workers", type=int, default=None)
+
+    sub.add_parser("annotate", help="serve the annotation page of a run (see spal annotate --help)", add_help=False)
+    return parser
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge, in increasing priority: paper defaults, synthetic CPU defaults, ``--config`` file, flags."""
+    values: dict[str, Any] = {}
+    if args.dataset == "synthetic":
+        values.update(SYNTHETIC_DEFAULTS)
+        values["data_dir"] = "data"
+        values["logs_dir"] = "logs/synthetic"
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    for key in TrainConfig.keys():
+        value = getattr(args, key, None)
+        if value is not None:
+            values[key] = value
+    values["dataset"] = args.dataset
+    return TrainConfig.from_dict(values)
+
+
+def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from spal.datasets import synthetic
+
+    kwargs = {k: v for k, v in (("num_ids", args.num_ids), ("num_cams", args.num_cams),
+                                ("images_per_id", args.images_per_id)) if v is not None}
+    try:
+        root = synthetic.generate(args.out, layout=args.layout, height=args.height, width=args.width,
+                                  seed=args.seed, **kwargs)
+    except (FileExistsError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    log.info("wrote a synthetic %s data set; use --data-dir %s", args.layout, root)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from spal.engine.protocol import run_training
+
+    try:
+        cfg = train_config_from_args(args)
+    except ValueError as error:
+        log.error("invalid setting: %s", error)
+        return 2
+    _setup_logging(args.verbose, Path(cfg.logs_dir) / "train.log")
+    human = None
+    if cfg.oracle == "human":
+        from spal.annotation import make_human_select
+
+        try:
+            human = make_human_select(cfg)
+        except ValueError as error:
+            log.error("invalid setting: %s", error)
+            return 2
+    try:
+        summary = run_training(cfg, resume=args.resume is not None, resume_from=args.resume or None,
+                               human_select=human)
+    finally:
+        if human is not None:
+            human.close()
+    log.info("final: %s", json.dumps({k: summary[k] for k in ("mAP", "rank1", "queries_spent", "budget")}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from spal.engine.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.resume, dataset=args.dataset, data_dir=args.data_dir,
+                                 synthetic_layout=args.synthetic_layout, device=args.device, workers=args.workers)
+    from tabulate import tabulate
+
+    rows = [[k, f"{v:.2f}" if isinstance(v, float) else v] for k, v in result.items()]
+    sys.stdout.write(tabulate(rows, headers=["metric", "value (%)"], tablefmt="github") + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "annotate":
+        from spal.annotation.server import annotate_main
+
+        return annotate_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from spal.datasets import DatasetError
+
+    try:
+        return {"synth": _cmd_synth, "train": _cmd_train, "evaluate": _cmd_evaluate}[args.command](args)
+    except (DatasetError, FileNotFoundError) as error:
+        log.error("%s", error)
+        return 2

@@ -1,0 +1,98 @@
+"""The training configuration: every hyper-parameter of the protocol, named once.
+
+Defaults are the paper's settings (SPEC section 2). Protocol files under ``harness/protocols/`` use exactly these
+keys, and a run's ``config.json`` stores them, so a run can always be traced back to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "CHOICES"]
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("market1501", "msmt17", "synthetic"),
+    "synthetic_layout": ("market1501", "msmt17"),
+    "selection": ("dus", "random", "positive-only", "negative-only"),
+    "clustering": ("constrained", "plain"),
+    "propagation": ("on", "off"),
+    "oracle": ("ground-truth", "human"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """All settings of one SPAL training run (defaults: the paper's, SPEC section 2)."""
+
+    dataset: str = "market1501"
+    synthetic_layout: str = "market1501"
+    data_dir: str = "data"
+    logs_dir: str = "logs"
+    arch: str = "resnet50"
+    pretrained: str | None = None
+    height: int = 256
+    width: int = 128
+    batch_size: int = 64
+    num_instances: int = 4
+    workers: int = 4
+    epochs: int = 50
+    iters: int = 400
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+    eps: float = 0.6
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+    temperature: float = 0.05
+    momentum: float = 0.2
+    margin: float = 1.0
+    lambda_sp: float = 1.0
+    budget: str = "2n"
+    selection: str = "dus"
+    clustering: str = "constrained"
+    propagation: str = "on"
+    eval_step: int = 10
+    seed: int = 1
+    bn_groups: int = 1
+    deterministic: bool = False
+    oracle: str = "ground-truth"
+    annotation_timeout: float | None = None
+    device: str = "auto"
+    amp: bool = False
+    synthetic: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.budget = str(self.budget)
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+        if self.batch_size % self.num_instances:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances}"
+            )
+        if self.bn_groups < 1 or self.batch_size % self.bn_groups:
+            raise ValueError(f"bn_groups {self.bn_groups} must divide batch_size {self.batch_size}")
+        for key in ("epochs", "iters", "k1", "k2", "min_samples", "eval_step"):
+            if getattr(self, key) < (0 if key == "epochs" else 1):
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys are an error (a typo must not silently fall back to a default)."""
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(cls.keys())}")
+        return cls(**values)

@@ -1,0 +1,372 @@
+"""The SPAL protocol (SPEC section 1): the one place where the pieces are wired into the epoch loop.
+
+Per epoch: k-reciprocal Jaccard distance of the instance memory -> constrained DBSCAN -> dual uncertainty
+selection of support pairs (asked of the oracle while the budget lasts) -> pseudo labels -> ``iters`` training
+steps with the contrastive and support-pair losses -> evaluation every ``eval_step`` epochs -> an atomic checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spal import datasets, models
+from spal.active import (
+    AnnotationLog,
+    Budget,
+    ConstraintGraph,
+    GroundTruthOracle,
+    LoggedOracle,
+    parse_budget,
+    select_support_pairs,
+)
+from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance
+from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader
+from spal.distributed import DistContext, barrier, broadcast_object, init_distributed
+from spal.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from spal.engine.config import TrainConfig
+from spal.engine.trainer import EpochTargets, train_epoch
+from spal.evaluation import evaluate, extract_features
+from spal.losses import InstanceMemory
+
+__all__ = ["run_training", "load_dataset", "evaluate_on_test", "pseudo_labels_from_clusters", "CHECKPOINT_NAME", "PHASES"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pth"
+PHASES = ("extract", "distance", "cluster", "select", "train", "evaluate")
+
+
+def load_dataset(cfg: TrainConfig) -> datasets.ReIDDataset:
+    """Open the data set that ``cfg`` names; ``synthetic`` is generated under ``data_dir`` first if absent.
+
+    With ``cfg.synthetic`` (generator arguments) an existing tree under ``data_dir`` is reused as it is, so the
+    harness gives every synthetic size its own ``data_dir``.
+    """
+    if cfg.dataset == "synthetic":
+        from spal.datasets import synthetic
+
+        if cfg.synthetic:
+            try:
+                root = synthetic.generate(cfg.data_dir, layout=cfg.synthetic_layout, **cfg.synthetic)
+            except FileExistsError:
+                root = Path(cfg.data_dir).resolve()
+        else:
+            root = synthetic.ensure(cfg.data_dir, layout=cfg.synthetic_layout)
+        return datasets.create(cfg.synthetic_layout, root)
+    return datasets.create(cfg.dataset, cfg.data_dir)
+
+
+def pseudo_labels_from_clusters(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Turn DBSCAN labels into training classes: clusters keep their ids, every outlier becomes its own class.
+
+    Args:
+        labels: ``(n,)`` int64, ``-1`` for outliers, clusters numbered ``0..C-1``.
+
+    Returns:
+        ``(pseudo, num_classes)``: ``(n,)`` int64 in ``[0, num_classes)``.
+    """
+    pseudo = labels.astype(np.int64, copy=True)
+    outliers = np.flatnonzero(pseudo < 0)
+    num_clusters = int(pseudo.max()) + 1 if (pseudo >= 0).any() else 0
+    pseudo[outliers] = num_clusters + np.arange(outliers.size)
+    return pseudo, num_clusters + int(outliers.size)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class _RunState:
+    start_epoch: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    phase_totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    wall_time: float = 0.0
+
+
+def _percent(result: dict[str, float]) -> dict[str, float]:
+    keys = [k for k in result if k == "mAP" or k == "mINP" or k.startswith("rank")]
+    return {k: round(100.0 * float(result[k]), 4) for k in keys}
+
+
+class _Timer:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> _Timer:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def evaluate_on_test(model: torch.nn.Module, data: datasets.ReIDDataset, cfg: TrainConfig, ctx: DistContext) -> dict:
+    query = make_eval_loader(data.query, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
+    gallery = make_eval_loader(data.gallery, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
+    qf = extract_features(model, query, device=ctx.device, desc="extract query")
+    gf = extract_features(model, gallery, device=ctx.device, desc="extract gallery")
+    result = evaluate(
+        qf,
+        gf,
+        np.array([r[1] for r in data.query]),
+        np.array([r[1] for r in data.gallery]),
+        np.array([r[2] for r in data.query]),
+        np.array([r[2] for r in data.gallery]),
+    )
+    return {**_percent(result), "num_valid_queries": int(result["num_valid_queries"])}
+
+
+def _make_oracle(cfg: TrainConfig, pids: np.ndarray, log_file: AnnotationLog, epoch: int, paths: list[str]):
+    return LoggedOracle(GroundTruthOracle(pids), log_file, epoch=epoch, paths=paths, annotator="ground-truth")
+
+
+def run_training(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    resume_from: str | None = None,
+    ctx: DistContext | None = None,
+    human_select: Callable[..., list[tuple[int, int, bool]]] | None = None,
+) -> dict[str, Any]:
+    """Train SPAL as ``cfg`` says and return the final summary (also written to ``<logs_dir>/final.json``).
+
+    Args:
+        resume: continue from ``<logs_dir>/checkpoint.pth`` when it exists (a finished run is not re-trained).
+        resume_from: continue from this checkpoint instead (it must exist).
+        ctx: the distributed context; ``None`` joins the one torchrun describes (or runs alone).
+        human_select: for ``--oracle human``, the callable that offers the epoch's pairs to people and returns the
+            answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
+    """
+    ctx = ctx or init_distributed(cfg.device)
+    logs_dir = Path(cfg.logs_dir)
+    if ctx.is_main:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run_start = time.perf_counter()
+    _seed_everything(cfg.seed)
+
+    data = load_dataset(cfg)
+    if ctx.is_main:
+        data.log_summary()
+    n = len(data.train)
+    pids = np.array([r[1] for r in data.train], dtype=np.int64)
+
+    model = models.create(cfg.arch, pretrained=cfg.pretrained, bn_groups=cfg.bn_groups).to(ctx.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    budget = Budget(parse_budget(cfg.budget, n))
+    graph = ConstraintGraph(n, propagation=cfg.propagation == "on")
+    annotation_log = AnnotationLog(logs_dir / "annotations.jsonl") if ctx.is_main else None
+    state = _RunState()
+    checkpoint_path = logs_dir / CHECKPOINT_NAME
+    memory: InstanceMemory | None = None
+    source = Path(resume_from) if resume_from else checkpoint_path
+
+    if resume_from or (resume and checkpoint_path.is_file()):
+        ckpt = load_checkpoint(source, map_location=ctx.device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        memory = InstanceMemory(ckpt["memory"].to(ctx.device))
+        graph = ConstraintGraph.from_state_dict(ckpt["graph"])
+        budget.load_state_dict(ckpt["budget"])
+        state = _RunState(
+            start_epoch=ckpt["epoch"] + 1,
+            metrics=ckpt["metrics"],
+            phase_totals=ckpt["phase_totals"],
+            wall_time=ckpt["wall_time"],
+        )
+        if ctx.is_main:
+            log.info("resuming from %s after epoch %d", source, ckpt["epoch"])
+
+    with _Timer(ctx.device) as timer:
+        images = load_images(data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
+        if ctx.device.type == "cuda":
+            images = images.to(ctx.device)
+        if memory is None:
+            batches = iterate_tensor_batches(images, batch_size=128, device=ctx.device)
+            memory = InstanceMemory(extract_features(model, batches, device=ctx.device, desc="init memory")
+                                    .to(ctx.device))
+    state.phase_totals["extract"] += timer.seconds if state.start_epoch == 0 else 0.0
+
+    augment = TrainAugment(cfg.height, cfg.width)
+    if ctx.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+
+    for epoch in range(state.start_epoch, cfg.epochs):
+        _seed_everything(cfg.seed * 1000 + epoch)
+        times = dict.fromkeys(PHASES, 0.0)
+        spent_before = budget.total - budget.remaining
+        label_phase = None
+        if ctx.is_main:
+            label_phase = _label_phase(cfg, epoch, memory.features, graph, budget, pids, data.train,
+                                       annotation_log, times, human_select)
+        label_phase = broadcast_object(label_phase, ctx)
+        targets = label_phase["targets"]
+        stats = label_phase["stats"]
+
+        with _Timer(ctx.device) as timer:
+            losses = train_epoch(
+                model, optimizer, memory, images, targets,
+                epoch=epoch, iters=cfg.iters, batch_size=cfg.batch_size, num_instances=cfg.num_instances,
+                seed=cfg.seed, temperature=cfg.temperature, momentum=cfg.momentum, margin=cfg.margin,
+                lambda_sp=cfg.lambda_sp, augment=augment, ctx=ctx, amp=cfg.amp,
+            )
+        times["train"] = timer.seconds
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+
+        record: dict[str, Any] = {"epoch": epoch, **stats, **losses, "lr": lr}
+        record.update(
+            queries_epoch=budget.total - budget.remaining - spent_before if ctx.is_main else None,
+            queries_spent=budget.total - budget.remaining,
+            budget=budget.total,
+            pairs_known=graph.pairs_known(),
+        )
+        if (epoch + 1) % cfg.eval_step == 0 or epoch + 1 == cfg.epochs:
+            with _Timer(ctx.device) as timer:
+                if ctx.is_main:
+                    record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx))
+            times["evaluate"] = timer.seconds
+        barrier(ctx)
+        record.update({f"time_{k}": round(v, 4) for k, v in times.items()})
+        for key, value in times.items():
+            state.phase_totals[key] += value
+        state.metrics.append(record)
+        if ctx.is_main:
+            _log_epoch(record, cfg.epochs)
+            save_checkpoint(
+                {
+                    "epoch": epoch,
+                    "config": cfg.to_dict(),
+                    "arch": cfg.arch,
+                    "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "memory": memory.features.detach().cpu(),
+                    "graph": graph.state_dict(),
+                    "budget": budget.state_dict(),
+                    "metrics": state.metrics,
+                    "phase_totals": state.phase_totals,
+                    "wall_time": state.wall_time + time.perf_counter() - run_start,
+                },
+                checkpoint_path,
+            )
+            _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
+        barrier(ctx)
+
+    summary = _summary(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start)
+    if ctx.is_main:
+        atomic_write_text(logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _label_phase(
+    cfg: TrainConfig,
+    epoch: int,
+    features: torch.Tensor,
+    graph: ConstraintGraph,
+    budget: Budget,
+    pids: np.ndarray,
+    records: list[tuple[str, int, int]],
+    annotation_log: AnnotationLog,
+    times: dict[str, float],
+    human_select: Callable[..., list[tuple[int, int, bool]]] | None,
+) -> dict[str, Any]:
+    """Distances, clustering and support-pair selection on rank 0 (mutates ``graph`` and ``budget``)."""
+    device = features.device
+    with _Timer(device) as timer:
+        distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2)
+    times["distance"] = timer.seconds
+    with _Timer(device) as timer:
+        use_constraints = cfg.clustering == "constrained" and graph.has_constraints()
+        labels = constrained_dbscan(distances, eps=cfg.eps, min_samples=cfg.min_samples,
+                                    constraints=graph if use_constraints else None)
+    times["cluster"] = timer.seconds
+    stats = cluster_statistics(labels, pids)
+    num_clusters = int(stats["num_clusters"])
+    if num_clusters == 0:
+        log.warning("epoch %d: clustering found no cluster (eps=%.3f); every image trains as its own class",
+                    epoch, cfg.eps)
+    elif num_clusters == 1:
+        log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, cfg.eps)
+    with _Timer(device) as timer:
+        if human_select is not None:
+            human_select(epoch=epoch, labels=labels, features=features, constraints=graph, budget=budget,
+                         log=annotation_log, records=records)
+        else:
+            oracle = _make_oracle(cfg, pids, annotation_log, epoch, [r[0] for r in records])
+            rng = np.random.default_rng(cfg.seed * 7919 + epoch)
+            select_support_pairs(labels, features, graph, budget, oracle, strategy=cfg.selection, rng=rng,
+                                 on_pair=oracle.note_kind)
+    times["select"] = timer.seconds
+    pseudo, num_classes = pseudo_labels_from_clusters(labels)
+    if num_classes < cfg.batch_size // cfg.num_instances:
+        log.warning("epoch %d: %d pseudo identities, fewer than the %d a PK batch needs; sampling with replacement",
+                    epoch, num_classes, cfg.batch_size // cfg.num_instances)
+    targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())
+    stats = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in stats.items()}
+    stats["num_classes"] = num_classes
+    return {"targets": targets, "stats": stats}
+
+
+def _log_epoch(record: dict[str, Any], epochs: int) -> None:
+    text = (
+        f"epoch {record['epoch'] + 1}/{epochs}: clusters {record.get('num_clusters')} "
+        f"outliers {record.get('num_outliers')} purity {record.get('purity', float('nan')):.3f} | "
+        f"queries {record['queries_spent']} (+{record['queries_epoch']}) of {record['budget']}, "
+        f"pairs known {record['pairs_known']} | loss {record['loss']:.3f}"
+    )
+    if "mAP" in record:
+        text += f" | mAP {record['mAP']:.1f} R1 {record['rank1']:.1f}"
+    log.info(text)
+
+
+def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
+
+
+def _summary(cfg, state, budget, graph, data, ctx, elapsed: float) -> dict[str, Any]:
+    evaluated = [m for m in state.metrics if "mAP" in m]
+    final = evaluated[-1] if evaluated and evaluated[-1]["epoch"] == cfg.epochs - 1 else {}
+    best = max(evaluated, key=lambda m: m["mAP"]) if evaluated else {}
+    summary: dict[str, Any] = {key: final.get(key) for key in ("mAP", "mINP", "rank1", "rank5", "rank10")}
+    summary.update(
+        queries_spent=budget.total - budget.remaining,
+        budget=budget.total,
+        pairs_known=graph.pairs_known(),
+        num_train_images=len(data.train),
+        best_mAP_on_test=best.get("mAP"),
+        best_epoch_on_test=best.get("epoch"),
+        epochs=cfg.epochs,
+        wall_time_s=round(state.wall_time + elapsed, 2),
+        phase_times={k: round(v, 3) for k, v in state.phase_totals.items()},
+        device=str(ctx.device),
+        world_size=ctx.world_size,
+    )
+    return summary

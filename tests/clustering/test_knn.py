@@ -1,0 +1,61 @@
+"""knn_search: exact, ties to the lower index, and the torch path equal to faiss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spal.clustering import knn_search
+from spal.clustering.knn import torch_knn
+
+
+def normalised(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_matches_brute_force() -> None:
+    x = normalised(300, 12, 0)
+    sims, idx = knn_search(x, 10)
+    full = x.astype(np.float64) @ x.T.astype(np.float64)
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :10]
+    assert np.array_equal(idx, expected)
+    np.testing.assert_allclose(sims, np.take_along_axis(full, expected, axis=1), atol=1e-6)
+    assert sims.dtype == np.float32 and idx.dtype == np.int64
+
+
+def test_ties_go_to_the_lower_index() -> None:
+    x = np.repeat(np.eye(3, dtype=np.float32), [4, 1, 1], axis=0)  # points 0..3 identical
+    _, idx = knn_search(x, 4, queries=x[3:4])
+    assert idx.tolist() == [[0, 1, 2, 3]]
+
+
+def test_torch_path_equals_faiss() -> None:
+    x = normalised(500, 16, 1)
+    q = normalised(40, 16, 2)
+    for queries in (None, q):
+        faiss_sims, faiss_idx = knn_search(x, 25, queries)
+        torch_sims, torch_idx = torch_knn(torch.from_numpy(x), 25, None if queries is None else torch.from_numpy(q))
+        assert np.array_equal(faiss_idx, torch_idx)
+        np.testing.assert_allclose(faiss_sims, torch_sims, atol=1e-6)
+
+
+def test_k_is_clipped_to_n_and_empty_inputs_work() -> None:
+    x = normalised(5, 4, 3)
+    assert knn_search(x, 50)[1].shape == (5, 5)
+    assert knn_search(x, 3, queries=x[:0])[1].shape == (0, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors_are_searched_exactly() -> None:
+    x = normalised(3000, 64, 4)
+    torch.backends.cuda.matmul.fp32_precision = "tf32"  # a trainer may leave TF32 on; the search must not use it
+    try:
+        cuda_sims, cuda_idx = knn_search(torch.from_numpy(x).cuda(), 30)
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    cpu_sims, cpu_idx = knn_search(x, 30)
+    assert (cuda_idx == cpu_idx).mean() > 0.999  # float32 rounding may swap near-ties
+    np.testing.assert_allclose(cuda_sims, cpu_sims, atol=1e-5)

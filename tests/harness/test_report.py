@@ -1,0 +1,344 @@
+"""REPORT.md, figures and tables from a fake results tree (no training: the run files are written here)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.compare import (
+    Summary,
+    comparison_records,
+    cost_curve_points,
+    group_runs,
+    load_runs,
+    summarise,
+    verdict,
+)
+from harness.paper import PAPER_DIR, load_tables
+from harness.report import build_report, write_report
+
+MARKET_N = 12936
+# The exact text SPEC section 8 asks for (spelled out, not imported, so that it is checked).
+NA_PAPER = "n/a (paper value not transcribed)"
+
+
+def make_run(
+    results: Path,
+    dataset: str,
+    protocol: str,
+    run_id: str,
+    seed: int,
+    final: dict[str, Any] | None,
+    *,
+    variant: str = "full",
+    layout: str = "market1501",
+    train: dict[str, Any] | None = None,
+    metrics: list[dict[str, Any]] | None = None,
+    env: dict[str, Any] | None = None,
+) -> Path:
+    """Write one run directory of the run contract; ``final=None`` leaves the run unfinished."""
+    run_dir = results / "runs" / dataset / protocol / run_id
+    run_dir.mkdir(parents=True)
+    synthetic = dataset == "synthetic"
+    settings = {
+        "dataset": dataset,
+        "synthetic_layout": layout,
+        "arch": "resnet18" if synthetic else "resnet50",
+        "batch_size": 64,
+        "bn_groups": 4,
+        "budget": "2n",
+        "selection": "dus",
+        "seed": seed,
+        **(train or {}),
+    }
+    n = final.get("num_train_images", MARKET_N) if final else MARKET_N
+    config = {
+        "protocol": protocol,
+        "protocol_version": 1,
+        "dataset": dataset,
+        "seed": seed,
+        "train": settings,
+        "world_size": 1,
+        "gpus": 4,
+        "bn_groups": settings["bn_groups"],
+        "run_id": run_id,
+        "variant": variant,
+        "synthetic": synthetic,
+        "num_train_images": n,
+    }
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "env.json").write_text(json.dumps(env or {"git_commit": "a" * 40, "git_dirty": False}))
+    rows = metrics or [
+        {"epoch": 0, "queries_spent": 100, "mAP": 10.0},
+        {"epoch": 1, "queries_spent": 200},
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if final is not None:
+        record = {
+            "mINP": 20.0,
+            "rank5": 90.0,
+            "rank10": 93.0,
+            "budget": 2 * n,
+            "pairs_known": 50000,
+            "num_train_images": n,
+            "best_mAP_on_test": 99.0,
+            "dataset": dataset,
+            "protocol": protocol,
+            "variant": variant,
+            "seed": seed,
+            "synthetic": synthetic,
+            "synthetic_size": "64x10" if synthetic else None,
+            "device": "cpu",
+            "world_size": 1,
+            **final,
+        }
+        (run_dir / "final.json").write_text(json.dumps(record))
+    return run_dir
+
+
+@pytest.fixture()
+def results(tmp_path: Path) -> Path:
+    """Results: 2 seeds of Market-1501 `full`, an ablation, a budget-0 run, synthetic runs, a bench file."""
+    root = tmp_path / "results"
+    make_run(
+        root, "market1501", "paper", "m-full-s1", 1, {"mAP": 70.0, "rank1": 86.0, "queries_spent": 20000}
+    )
+    make_run(
+        root, "market1501", "paper", "m-full-s2", 2, {"mAP": 72.0, "rank1": 88.0, "queries_spent": 22000}
+    )
+    make_run(
+        root,
+        "market1501",
+        "paper",
+        "m-rand-s1",
+        1,
+        {"mAP": 65.0, "rank1": 84.0, "queries_spent": 25872},
+        variant="selection=random",
+        train={"selection": "random"},
+    )
+    make_run(
+        root,
+        "market1501",
+        "paper",
+        "m-b0-s1",
+        1,
+        {"mAP": 60.0, "rank1": 80.0, "queries_spent": 0, "budget": 0},
+        variant="budget=0",
+        train={"budget": 0, "bn_groups": 1},
+    )
+    make_run(
+        root,
+        "synthetic",
+        "ci",
+        "s-full-s1",
+        1,
+        {"mAP": 41.0, "rank1": 55.0, "queries_spent": 300, "num_train_images": 320},
+    )
+    make_run(
+        root,
+        "synthetic",
+        "ci",
+        "s-full-s2",
+        2,
+        {"mAP": 45.0, "rank1": 59.0, "queries_spent": 310, "num_train_images": 320},
+    )
+    make_run(root, "msmt17", "paper", "t-unfinished", 1, None, metrics=[{"epoch": 0}, {"epoch": 3}])
+    bench = root / "bench"
+    bench.mkdir()
+    (bench / "jaccard.json").write_text(
+        json.dumps(
+            {"device": "cpu", "results": [{"name": "jaccard", "n": 1000, "ours_s": 0.5, "ratio": 4.25}]}
+        )
+    )
+    return root
+
+
+def _section(report: str, heading: str) -> str:
+    """The text of the section that starts with the line ``heading`` up to the next heading of its level."""
+    level = heading.split(" ")[0]
+    start = report.index(heading + "\n")
+    match = re.search(rf"^{level} ", report[start + len(heading) :], flags=re.M)
+    end = start + len(heading) + match.start() if match else len(report)
+    return report[start:end]
+
+
+def test_summarise_mean_and_sample_std() -> None:
+    assert summarise([70.0, 72.0]) == Summary(71.0, pytest.approx(2**0.5), 2)
+    assert summarise([5.0, None]) == Summary(5.0, None, 1)
+    assert summarise([]) == Summary(None, None, 0)
+
+
+def test_verdict_uses_the_tolerance_and_never_guesses() -> None:
+    assert verdict(71.0, None) == NA_PAPER
+    assert verdict(71.0, 72.5).startswith("agrees")
+    assert verdict(71.0, 80.0) == "lower by more than 2"
+    assert verdict(83.0, 80.0) == "higher by more than 2"
+
+
+def test_report_without_runs_still_shows_paper_rows_and_bounds(tmp_path: Path) -> None:
+    report = build_report(tmp_path / "empty")
+    for name in ("## Market-1501", "## MSMT17"):
+        section = _section(report, name)
+        assert NA_PAPER in section
+        assert "### Bounds" in section
+    assert "| 73.1 " in _section(report, "## Market-1501")
+    assert "| 19.1 " in _section(report, "## MSMT17")
+    assert "No complete runs on Market-1501 yet" in report
+    assert "## Runs on synthetic data (never compared with the paper)" in report
+
+
+def test_empty_results_write_compilable_placeholders(tmp_path: Path) -> None:
+    write_report(tmp_path)
+    assert (tmp_path / "tables" / "comparison.tex").read_text().startswith("% comparison: no complete runs")
+    assert (tmp_path / "figures" / "cost-curve-msmt17.png").is_file()
+
+
+def test_report_content(results: Path) -> None:
+    report = build_report(results)
+    market = _section(report, "## Market-1501")
+    # The paper's rows: every null reads n/a; the bounds as written.
+    paper_main = _section(
+        market, "### Paper: Comparison with active-learning methods (`results/paper/spal_main.json`)"
+    )
+    assert paper_main.count(NA_PAPER) == 5
+    bounds = _section(
+        market, "### Bounds: no labels and all labels (`results/paper/bounds.json`, not SPAL numbers)"
+    )
+    assert "| 73.1 " in bounds and "| 88.1 " in bounds and "| 86.1 " in bounds
+    # Reproduced: mean ± sample std over the two seeds, with the run ids.
+    reproduced = _section(market, "### Reproduced on Market-1501")
+    full_row = next(line for line in reproduced.splitlines() if "| full " in line)
+    assert "71.00 ± 1.41" in full_row and "87.00 ± 1.41" in full_row
+    assert "m-full-s1, m-full-s2" in full_row
+    assert "99.00 ± 0.00" in full_row  # best-on-test only in its labelled column
+    assert "| 16 " in full_row  # BN batch: 64 images, one process, 4 groups
+    no_groups = next(line for line in reproduced.splitlines() if "| budget=0 " in line)
+    assert "| 64 (paper: 16) " in no_groups
+    # Comparison with a null paper value: n/a verdict, no difference.
+    comparison = _section(market, "### Reproduced vs paper on Market-1501 (tolerance ±2 points)")
+    full_map = next(line for line in comparison.splitlines() if "| full " in line and "| mAP " in line)
+    assert full_map.count(NA_PAPER) == 2 and "| n/a " in full_map
+    # budget=0 is compared with SpCL's bound, which is known: a real difference and verdict.
+    spcl = next(line for line in comparison.splitlines() if "budget=0" in line and "| mAP " in line)
+    assert "SpCL (unsupervised)" in spcl and "-13.10" in spcl and "lower by more than 2" in spcl
+    # Annotation cost: measured queries, share of 2n and of all pairs.
+    cost = _section(
+        market, "### Annotation cost on Market-1501 (pair queries; one same/different answer = 1)"
+    )
+    measured = next(line for line in cost.splitlines() if "/ full " in line)
+    assert "21,000 ± 1,414" in measured
+    assert f"{100 * 21000 / (2 * MARKET_N):.3g}%" in measured
+    assert f"{100 * 21000 / (MARKET_N * (MARKET_N - 1) / 2):.3g}%" in measured
+    assert "| 2n = 25,872 " in measured
+    no_labels = next(line for line in cost.splitlines() if "/ budget=0 " in line)
+    assert "| 0 = 0 " in no_labels and "| 0% " in no_labels
+    # MSMT17 has only an unfinished run: nothing aggregated, but listed as incomplete.
+    assert "No complete runs on MSMT17 yet" in report
+    assert "incomplete (last epoch logged: 3)" in report
+
+
+def test_synthetic_runs_have_their_own_table_and_are_never_compared(results: Path) -> None:
+    report = build_report(results)
+    synthetic = _section(report, "## Runs on synthetic data (never compared with the paper)")
+    row = next(line for line in synthetic.splitlines() if "s-full-s1" in line)
+    assert "43.00 ± 2.83" in row and "57.00 ± 2.83" in row and "| market1501 " in row
+    for dataset in ("## Market-1501", "## MSMT17"):
+        assert "s-full-s1" not in _section(report, dataset)
+    assert all(r["dataset"] != "synthetic" for r in comparison_records(*_groups_and_tables(results)))
+
+
+def _groups_and_tables(results: Path) -> tuple[Any, Any]:
+    runs, _ = load_runs(results)
+    return group_runs(runs), load_tables(PAPER_DIR)
+
+
+def test_ablation_section_deltas_against_full(results: Path) -> None:
+    ablation = _section(build_report(results), "## Ablation")
+    market = _section(ablation, "### Market-1501")
+    row = next(line for line in market.splitlines() if "| selection=random " in line)
+    assert "65.00 (n=1)" in row and "| -6.00 " in row and "| -3.00 " in row
+    assert row.count(NA_PAPER) == 2
+    # The paper's ablation variants without runs are listed too.
+    assert "| clustering=plain " in market and "| no runs " in market
+    # Budget-sweep variants are not ablations.
+    assert "budget=0" not in market
+
+
+def test_filled_paper_value_gives_difference_and_verdict(results: Path) -> None:
+    paper = results / "paper"
+    shutil.copytree(PAPER_DIR, paper)
+    main = json.loads((paper / "spal_main.json").read_text())
+    row = main["rows"][0]
+    row["market1501"]["mAP"] = 80.0
+    row["market1501"]["queries"] = 21500
+    del row["status"]
+    row["source"] = "test: a filled-in value"
+    (paper / "spal_main.json").write_text(json.dumps(main))
+    report = build_report(results)
+    comparison = _section(report, "### Reproduced vs paper on Market-1501 (tolerance ±2 points)")
+    full_map = next(line for line in comparison.splitlines() if "| full " in line and "| mAP " in line)
+    assert "| 80.0 " in full_map and "| -9.00 " in full_map and "lower by more than 2" in full_map
+    full_r1 = next(line for line in comparison.splitlines() if "| full " in line and "| Rank-1 " in line)
+    assert full_r1.count(NA_PAPER) == 2
+    paper_main = _section(
+        report, "### Paper: Comparison with active-learning methods (`results/paper/spal_main.json`)"
+    )
+    assert "test: a filled-in value" in paper_main and "| 80.0 " in paper_main
+    cost = _section(
+        report, "### Annotation cost on Market-1501 (pair queries; one same/different answer = 1)"
+    )
+    assert f"{100 * 21500 / (2 * MARKET_N):.3g}%" in cost
+
+
+def test_cost_curve_points_one_line_per_selection(results: Path) -> None:
+    groups, _ = _groups_and_tables(results)
+    lines = cost_curve_points(groups, "market1501")
+    assert set(lines) == {"dus", "random"}
+    assert [p["budget"] for p in lines["dus"]] == ["0", "2n"]  # sorted by queries spent
+    assert lines["dus"][1]["mAP"].mean == pytest.approx(71.0)
+    assert lines["random"][0]["run_ids"] == ["m-rand-s1"]
+
+
+def test_write_report_writes_figures_tables_and_links(results: Path) -> None:
+    path = write_report(results)
+    report = path.read_text()
+    assert path == results / "REPORT.md"
+    for figure in (
+        "figures/cost-curve-market1501.png",
+        "figures/cost-curve-msmt17.png",
+        "figures/cost-curve-synthetic-market1501.png",
+        "figures/runs-market1501-paper.png",
+        "figures/runs-synthetic-market1501-ci.png",
+        "figures/runs-msmt17-paper.png",
+    ):
+        assert f"({figure})" in report
+        assert (results / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (results / "tables" / "comparison.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    spcl = [r for r in rows if r["variant"] == "budget=0" and r["metric"] == "mAP"]
+    assert len(spcl) == 1 and float(spcl[0]["difference"]) == pytest.approx(-13.1)
+    assert "\\toprule" in (results / "tables" / "comparison.tex").read_text()
+    assert "81.2\\%" in (results / "tables" / "cost.tex").read_text()  # LaTeX-escaped percent
+
+
+def test_benchmark_table_shows_the_files_keys(results: Path) -> None:
+    bench = _section(build_report(results), "## Benchmarks")
+    assert "### `results/bench/jaccard.json`" in bench
+    assert "device: cpu" in bench
+    header = next(line for line in bench.splitlines() if line.startswith("| name"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["name", "n", "ours_s", "ratio"]
+    assert "| 4.25 " in bench
+
+
+def test_runs_section_names_commit_and_unreadable_files(results: Path) -> None:
+    (results / "runs" / "market1501" / "paper" / "broken").mkdir()
+    (results / "runs" / "market1501" / "paper" / "broken" / "config.json").write_text("{not json")
+    runs = _section(build_report(results), "## Runs")
+    assert "aaaaaaaaaaaa" in runs
+    assert "broken/config.json: unreadable" in runs
