@@ -48,13 +48,23 @@ def _logs_root() -> Path:
 def _matrix_parser(prog: str, default_protocol: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m harness {prog}")
     parser.add_argument("--dataset", required=True, choices=("market1501", "msmt17", "synthetic"))
-    parser.add_argument("--protocol", default=default_protocol,
-                        help="paper for real data, ci for synthetic unless given (see harness/protocols/)")
+    parser.add_argument(
+        "--protocol",
+        default=default_protocol,
+        help="paper for real data, ci for synthetic unless given (see harness/protocols/)",
+    )
     parser.add_argument("--seeds", help="comma-separated seeds (default: the protocol's)")
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
-    parser.add_argument("--layouts", help="synthetic only: comma-separated layouts (default: all the protocol has)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="change one training setting of every run (recorded in the variant name)")
+    parser.add_argument(
+        "--layouts", help="synthetic only: comma-separated layouts (default: all the protocol has)"
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one training setting of every run (recorded in the variant name)",
+    )
     return parser
 
 
@@ -108,12 +118,19 @@ def _build_cells(args: argparse.Namespace, kind: str) -> tuple[list[Any], list[d
                 extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
                 name = extra if name == "full" else f"{name},{extra}"
             for seed in seeds:
-                cells.append(Cell(
-                    dataset=args.dataset, protocol=protocol_name, protocol_version=int(protocol["version"]),
-                    seed=seed, variant=name, train=train, gpus=int(protocol["layout"]["gpus"]),
-                    layout=layout if args.dataset == "synthetic" else None,
-                    extra={"kind": variant["kind"], "overrides": {**variant["overrides"], **overrides}},
-                ))
+                cells.append(
+                    Cell(
+                        dataset=args.dataset,
+                        protocol=protocol_name,
+                        protocol_version=int(protocol["version"]),
+                        seed=seed,
+                        variant=name,
+                        train=train,
+                        gpus=int(protocol["layout"]["gpus"]),
+                        layout=layout if args.dataset == "synthetic" else None,
+                        extra={"kind": variant["kind"], "overrides": {**variant["overrides"], **overrides}},
+                    )
+                )
     return cells, protocols
 
 
@@ -144,7 +161,9 @@ def _run_matrix(kind: str, argv: list[str]) -> int:
     environment = _environment(collect_environment)
     results = []
     for cell in cells:
-        data_dir = _synthetic_data_dir(args.data_dir, cell.train) if cell.dataset == "synthetic" else args.data_dir
+        data_dir = (
+            _synthetic_data_dir(args.data_dir, cell.train) if cell.dataset == "synthetic" else args.data_dir
+        )
         results.append(run_cell(cell, _results_dir(), _logs_root(), data_dir, environment))
     report = write_report(_results_dir())
     _print_summary(results)
@@ -168,9 +187,19 @@ def _print_summary(results: list[Any]) -> None:
     rows = []
     for r in results:
         final = r.final or {}
-        rows.append([r.cell.dataset + (f"/{r.cell.layout}" if r.cell.layout else ""), r.cell.variant, r.cell.seed,
-                     r.status, final.get("mAP"), final.get("rank1"), final.get("queries_spent"), final.get("budget"),
-                     r.run_dir.name])
+        rows.append(
+            [
+                r.cell.dataset + (f"/{r.cell.layout}" if r.cell.layout else ""),
+                r.cell.variant,
+                r.cell.seed,
+                r.status,
+                final.get("mAP"),
+                final.get("rank1"),
+                final.get("queries_spent"),
+                final.get("budget"),
+                r.run_dir.name,
+            ]
+        )
     headers = ["data set", "variant", "seed", "status", "mAP %", "R1 %", "queries", "budget", "run id"]
     sys.stdout.write(tabulate(rows, headers=headers, tablefmt="github", floatfmt=".2f") + "\n")
 
@@ -195,8 +224,9 @@ def _bench(argv: list[str]) -> int:
 
 def run_command(command: str, argv: list[str]) -> int:
     """Dispatch ``python -m harness <command> <argv>``; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if command in ("reproduce", "ablation", "sweep"):
         return _run_matrix(command, argv)
     if command == "report":

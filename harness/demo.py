@@ -46,11 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for variant, overrides in (("full", {}), ("budget=0", {"budget": 0})):
         train = {**protocol["train"], **overrides}
-        cell = Cell(dataset="synthetic", protocol="ci", protocol_version=int(protocol["version"]), seed=args.seed,
-                    variant=variant, train=train, layout="market1501")
+        cell = Cell(
+            dataset="synthetic",
+            protocol="ci",
+            protocol_version=int(protocol["version"]),
+            seed=args.seed,
+            variant=variant,
+            train=train,
+            layout="market1501",
+        )
         log.info("demo: training %s (%s)", "SPAL" if variant == "full" else "without labels", variant)
-        results[variant] = run_cell(cell, out / "results", out / "logs", _synthetic_data_dir(args.data_dir, train),
-                                    environment)
+        results[variant] = run_cell(
+            cell, out / "results", out / "logs", _synthetic_data_dir(args.data_dir, train), environment
+        )
     if any(r.status == "failed" for r in results.values()):
         sys.stderr.write("demo: a run failed; see the log named above\n")
         return 1
@@ -59,9 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in sorted(curves["full"]):
         full, zero = curves["full"][epoch], curves["budget=0"].get(epoch, {})
         if "mAP" in full:
-            rows.append([epoch + 1, full.get("num_clusters"), full.get("queries_spent"), full["mAP"], full["rank1"],
-                         zero.get("mAP"), zero.get("rank1")])
-    headers = ["epoch", "clusters", "queries spent", "SPAL mAP %", "SPAL R1 %", "budget 0 mAP %", "budget 0 R1 %"]
+            rows.append(
+                [
+                    epoch + 1,
+                    full.get("num_clusters"),
+                    full.get("queries_spent"),
+                    full["mAP"],
+                    full["rank1"],
+                    zero.get("mAP"),
+                    zero.get("rank1"),
+                ]
+            )
+    headers = [
+        "epoch",
+        "clusters",
+        "queries spent",
+        "SPAL mAP %",
+        "SPAL R1 %",
+        "budget 0 mAP %",
+        "budget 0 R1 %",
+    ]
     sys.stdout.write("\n" + tabulate(rows, headers=headers, tablefmt="github", floatfmt=".2f") + "\n")
     spal, zero = results["full"].final, results["budget=0"].final
     gap = spal["mAP"] - zero["mAP"]

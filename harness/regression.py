@@ -23,7 +23,9 @@ METRICS = ("mAP", "rank1")
 def load_baseline(path: Path = BASELINE_PATH) -> dict[str, Any]:
     """Read the baseline; it must hold per-layout ``mAP`` (and optionally ``rank1``) with numeric tolerances."""
     if not path.is_file():
-        raise FileNotFoundError(f"no CI baseline at {path}: run `make ci-regression` once and record its numbers")
+        raise FileNotFoundError(
+            f"no CI baseline at {path}: run `make ci-regression` once and record its numbers"
+        )
     baseline = json.loads(path.read_text())
     for key in ("mAP", "mAP_tolerance", "justification"):
         if key not in baseline:
@@ -64,7 +66,9 @@ def compare_with_baseline(
                 verdict = "FAIL: regression"
             else:
                 verdict = "ok" if change <= tolerance else "ok (better: the baseline could be raised)"
-            rows.append([layout, metric, reference, round(float(measured), 2), round(change, 2), tolerance, verdict])
+            rows.append(
+                [layout, metric, reference, round(float(measured), 2), round(change, 2), tolerance, verdict]
+            )
     return ok, rows
 
 
@@ -78,28 +82,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness ci-regression")
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     parser.add_argument("--baseline", type=Path, default=BASELINE_PATH)
-    parser.add_argument("--layouts", help="comma-separated synthetic layouts (default: every one in the baseline)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a training setting (to check that the check catches a worse method)")
+    parser.add_argument(
+        "--layouts", help="comma-separated synthetic layouts (default: every one in the baseline)"
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a training setting (to check that the check catches a worse method)",
+    )
     args = parser.parse_args(argv)
     baseline = load_baseline(args.baseline)
     layouts = args.layouts or ",".join(baseline["mAP"])
-    matrix = argparse.Namespace(dataset="synthetic", protocol=baseline.get("protocol", "ci"),
-                                seeds=",".join(str(s) for s in baseline.get("seeds", [1])), layouts=layouts,
-                                override=args.override)
+    matrix = argparse.Namespace(
+        dataset="synthetic",
+        protocol=baseline.get("protocol", "ci"),
+        seeds=",".join(str(s) for s in baseline.get("seeds", [1])),
+        layouts=layouts,
+        override=args.override,
+    )
     cells, _ = _build_cells(matrix, "full")
     environment = _environment(collect_environment)
     finals: dict[str, dict[str, Any]] = {}
     for cell in cells:
-        result = run_cell(cell, _results_dir(), _logs_root(), _synthetic_data_dir(args.data_dir, cell.train),
-                          environment)
+        result = run_cell(
+            cell, _results_dir(), _logs_root(), _synthetic_data_dir(args.data_dir, cell.train), environment
+        )
         if result.final is not None:
             finals[cell.layout or cell.dataset] = result.final
     wanted = {k: v for k, v in baseline["mAP"].items() if k in layouts.split(",")}
-    ok, rows = compare_with_baseline(finals, {**baseline, "mAP": wanted,
-                                              "rank1": {k: v for k, v in baseline.get("rank1", {}).items()
-                                                        if k in wanted}})
+    ok, rows = compare_with_baseline(
+        finals,
+        {
+            **baseline,
+            "mAP": wanted,
+            "rank1": {k: v for k, v in baseline.get("rank1", {}).items() if k in wanted},
+        },
+    )
     headers = ["layout", "metric", "baseline %", "measured %", "change", "tolerance", "verdict"]
     sys.stdout.write(tabulate(rows, headers=headers, tablefmt="github") + "\n")
-    sys.stdout.write(("CI regression check passed" if ok else "CI regression check FAILED: see the table") + "\n")
+    sys.stdout.write(
+        ("CI regression check passed" if ok else "CI regression check FAILED: see the table") + "\n"
+    )
     return 0 if ok else 1

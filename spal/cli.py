@@ -33,7 +33,10 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
 }
 
 _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--data-dir",), {"help": "folder holding market1501/ or msmt17/ (created with a synthetic set for -d synthetic)"}),
+    (
+        ("--data-dir",),
+        {"help": "folder holding market1501/ or msmt17/ (created with a synthetic set for -d synthetic)"},
+    ),
     (("--logs-dir",), {"help": "where checkpoints, metrics.jsonl and the annotation log go"}),
     (("--epochs",), {"type": int}),
     (("--iters",), {"type": int, "help": "training iterations per epoch"}),
@@ -53,10 +56,16 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--temperature",), {"type": float}),
     (("--momentum",), {"type": float, "help": "memory momentum m in M <- m M + (1 - m) f"}),
     (("--margin",), {"type": float, "help": "support-pair loss margin"}),
-    (("--lambda",), {"type": float, "dest": "lambda_sp", "help": "support-pair loss weight (0 = contrastive only)"}),
+    (
+        ("--lambda",),
+        {"type": float, "dest": "lambda_sp", "help": "support-pair loss weight (0 = contrastive only)"},
+    ),
     (("--eval-step",), {"type": int}),
     (("--seed",), {"type": int}),
-    (("--bn-groups",), {"type": int, "help": "normalise K groups of the batch separately (4 = the paper's 4 GPUs)"}),
+    (
+        ("--bn-groups",),
+        {"type": int, "help": "normalise K groups of the batch separately (4 = the paper's 4 GPUs)"},
+    ),
     (("--selection",), {"choices": CHOICES["selection"]}),
     (("--clustering",), {"choices": CHOICES["clustering"]}),
     (("--propagation",), {"choices": CHOICES["propagation"]}),
@@ -72,13 +81,25 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     from spal import models
 
     parser.add_argument("-d", "--dataset", choices=CHOICES["dataset"], default="synthetic")
-    parser.add_argument("-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)")
+    parser.add_argument(
+        "-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)"
+    )
     for flags, kwargs in _TRAIN_FLAGS:
         parser.add_argument(*flags, default=None, **kwargs)
-    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                        help="continue the run in --logs-dir (or from CKPT)")
-    parser.add_argument("--deterministic", action="store_true", default=None,
-                        help="deterministic kernels (two CPU runs give identical numbers)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CKPT",
+        help="continue the run in --logs-dir (or from CKPT)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="deterministic kernels (two CPU runs give identical numbers)",
+    )
     parser.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CUDA")
     parser.add_argument("--config", help="JSON file of TrainConfig settings (flags override it)")
 
@@ -90,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write a synthetic data set in the Market-1501 or MSMT17_V1 layout")
     synth.add_argument("--layout", choices=CHOICES["synthetic_layout"], default="market1501")
-    synth.add_argument("--out", required=True, help="the data dir to write (it will hold market1501/ or msmt17/)")
+    synth.add_argument(
+        "--out", required=True, help="the data dir to write (it will hold market1501/ or msmt17/)"
+    )
     synth.add_argument("--num-ids", type=int)
     synth.add_argument("--num-cams", type=int)
     synth.add_argument("--images-per-id", type=int)
@@ -109,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=CHOICES["device"], default="auto")
     ev.add_argument("-j", "--workers", type=int, default=None)
 
-    sub.add_parser("annotate", help="serve the annotation page of a run (see spal annotate --help)", add_help=False)
+    sub.add_parser(
+        "annotate", help="serve the annotation page of a run (see spal annotate --help)", add_help=False
+    )
     return parser
 
 
@@ -135,18 +160,31 @@ def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        handlers=handlers,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from spal.datasets import synthetic
 
-    kwargs = {k: v for k, v in (("num_ids", args.num_ids), ("num_cams", args.num_cams),
-                                ("images_per_id", args.images_per_id)) if v is not None}
+    kwargs = {
+        k: v
+        for k, v in (
+            ("num_ids", args.num_ids),
+            ("num_cams", args.num_cams),
+            ("images_per_id", args.images_per_id),
+        )
+        if v is not None
+    }
     try:
-        root = synthetic.generate(args.out, layout=args.layout, height=args.height, width=args.width,
-                                  seed=args.seed, **kwargs)
+        root = synthetic.generate(
+            args.out, layout=args.layout, height=args.height, width=args.width, seed=args.seed, **kwargs
+        )
     except (FileExistsError, ValueError) as error:
         log.error("%s", error)
         return 2
@@ -173,8 +211,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             log.error("invalid setting: %s", error)
             return 2
     try:
-        summary = run_training(cfg, resume=args.resume is not None, resume_from=args.resume or None,
-                               human_select=human)
+        summary = run_training(
+            cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human
+        )
     finally:
         if human is not None:
             human.close()
@@ -185,8 +224,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from spal.engine.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.resume, dataset=args.dataset, data_dir=args.data_dir,
-                                 synthetic_layout=args.synthetic_layout, device=args.device, workers=args.workers)
+    result = evaluate_checkpoint(
+        args.resume,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        synthetic_layout=args.synthetic_layout,
+        device=args.device,
+        workers=args.workers,
+    )
     from tabulate import tabulate
 
     rows = [[k, f"{v:.2f}" if isinstance(v, float) else v] for k, v in result.items()]

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss
 from spal.evaluation import evaluate
 
 __all__ = ["main"]
@@ -74,6 +72,7 @@ GROUP_SHARE = 0.55
 CAMERAS_PER_ID = (2, 6)
 BLOCK_ROWS = 4096
 BASELINE_CHUNK = 128
+GEMM_PROBE_ROWS = 512
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = SIZES[args.size]
     device = torch.device(args.device)
     load_before = os.getloadavg()
+    rss_at_start = proc_status_mb("VmRSS")
 
     rng = np.random.default_rng(args.seed)
     labels = make_labels(size, rng)
@@ -101,14 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Warm-up on a slice: library loading, thread pools, CUDA context and cuBLAS handles.
     evaluate(query[:64], gallery[:4096], *_first(label_tensors, 64, 4096))
-    rss_before = _proc_status_mb("VmRSS")
-    peak_reset = _reset_peak_rss()
+    rss_before = proc_status_mb("VmRSS")
+    peak_reset = reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds, metrics = _timed(lambda: evaluate(query, gallery, *label_tensors), device)
     memory = {
+        "rss_at_start_mb": rss_at_start,
+        "inputs_mb": (query.nbytes + gallery.nbytes) / 2**20,
         "rss_before_evaluate_mb": rss_before,
-        "peak_rss_during_evaluate_mb": _proc_status_mb("VmHWM") if peak_reset else None,
+        "peak_rss_during_evaluate_mb": proc_status_mb("VmHWM") if peak_reset else None,
         "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_scope": "since the reset before evaluate" if peak_reset else "unavailable (no clear_refs)",
     }
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     baseline = _baseline(size, query, gallery, label_tensors, device)
     baseline["evaluate_speedup"] = baseline["naive_full_sort_extrapolated_s"] / seconds["wall_s"]
+    if device.type == "cpu":
+        baseline["gemm_probe"] = _gemm_probe(query, gallery)
 
     result = {
         "benchmark": "spal.evaluation.evaluate",
@@ -129,23 +133,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": memory,
         "metrics": metrics,
         "baseline": baseline,
-        "machine": _machine(device),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        },
-        "git": _git(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "notes": _notes(args.notes, load_before, os.getloadavg()),
+        "machine": machine(device),
+        "provenance": provenance(),
+        "notes": f"{args.notes.strip()} {load_note(load_before, os.getloadavg())}".strip(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"evaluation-{args.size}-{args.device}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(
+    sys.stdout.write(
         f"evaluate {args.size} on {args.device}: {seconds['wall_s']:.1f} s, "
         f"peak RSS {memory['peak_rss_during_evaluate_mb'] or memory['process_peak_rss_mb']:.0f} MB, "
-        f"mAP {metrics['mAP']:.4f}; baseline {baseline['naive_full_sort_extrapolated_s']:.1f} s; -> {path}"
+        f"mAP {metrics['mAP']:.4f}; baseline {baseline['naive_full_sort_extrapolated_s']:.1f} s; -> {path}\n"
     )
     return 0
 
@@ -188,8 +186,9 @@ def make_features(
     so that no temporary is larger than a block.
 
     An image of identity ``i`` seen by camera ``c`` is ``normalise(q * centre_i + shift_c + noise)``: the
-    centres of a group of ``GROUP_SIZE`` identities share half their energy (people who look alike), ``q``
-    is the image's quality (lognormal), the camera shift is the camera's bias, the noise is isotropic.
+    centres of a group of ``GROUP_SIZE`` identities share a ``GROUP_SHARE`` of their energy (people who look
+    alike), ``q`` is the image's quality (lognormal), the camera shift is the camera's bias, the noise is
+    isotropic.
     """
     query_pids, gallery_pids, query_cams, gallery_cams = (torch.from_numpy(x) for x in labels)
     num_pids = int(gallery_pids.max()) + 1
@@ -286,18 +285,36 @@ def _baseline(
     }
 
 
+def _gemm_probe(query: torch.Tensor, gallery: torch.Tensor, rows: int = GEMM_PROBE_ROWS) -> dict[str, object]:
+    """Time one ``(rows, n)`` block of the distance product with torch and with numpy (the BLAS that
+    ``evaluate`` uses on the CPU)."""
+    block = query[:rows].contiguous()
+    out = np.empty((block.shape[0], gallery.shape[0]), np.float32)
+    torch_s, _ = _timed(lambda: torch.mm(block, gallery.T), query.device)
+    numpy_s, _ = _timed(lambda: np.matmul(block.numpy(), gallery.numpy().T, out=out), query.device)
+    flop = 2 * block.shape[0] * gallery.shape[0] * gallery.shape[1]
+    return {
+        "description": f"one {block.shape[0]} x {gallery.shape[0]} block of the query . gallery product",
+        "torch_mm_s": torch_s["wall_s"],
+        "numpy_matmul_s": numpy_s["wall_s"],
+        "torch_gflops": flop / torch_s["wall_s"] / 1e9,
+        "numpy_gflops": flop / numpy_s["wall_s"] / 1e9,
+    }
+
+
 def _timed(function: Callable[[], dict], device: torch.device) -> tuple[dict[str, float], dict]:
-    """Run ``function`` once; wall seconds, and CUDA-event seconds on a GPU."""
+    """Run ``function`` once; wall seconds, the process's CPU seconds (all threads; less sensitive than the
+    wall time to other processes on the machine), and CUDA-event seconds on a GPU."""
     if device.type == "cuda":
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
         begin.record()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     value = function()
     if device.type == "cuda":
         end.record()
         torch.cuda.synchronize(device)
-    seconds = {"wall_s": time.perf_counter() - start}
+    seconds = {"wall_s": time.perf_counter() - start, "process_cpu_s": time.process_time() - cpu_start}
     if device.type == "cuda":
         seconds["cuda_event_s"] = begin.elapsed_time(end) / 1000
     return seconds, value
@@ -305,78 +322,6 @@ def _timed(function: Callable[[], dict], device: torch.device) -> tuple[dict[str
 
 def _first(labels: list[torch.Tensor], num_query: int, num_gallery: int) -> list[torch.Tensor]:
     return [labels[0][:num_query], labels[1][:num_gallery], labels[2][:num_query], labels[3][:num_gallery]]
-
-
-def _proc_status_mb(field: str) -> float | None:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``: resident now, ``VmHWM``: peak) in MiB, or None
-    off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process, so it measures what follows."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _machine(device: torch.device) -> dict[str, object]:
-    uname = platform.uname()
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "system": uname.system,
-        "release": uname.release,
-        "machine": uname.machine,
-        "processor": platform.processor() or None,
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-    }
-
-
-def _git() -> dict[str, object]:
-    root = Path(__file__).resolve().parents[2]
-
-    def run(*command: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *command], cwd=root, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    commit = run("rev-parse", "HEAD")
-    status = run("status", "--porcelain")
-    return {
-        "commit": commit.strip() if commit else None,
-        "dirty": None if status is None else bool(status.strip()),
-    }
-
-
-def _notes(extra: str, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
-    load = (
-        "1/5/15-minute load average "
-        f"{load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f} at the start, "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} at the end, on {os.cpu_count()} "
-        "CPUs; a load above the CPU count means other processes shared the CPUs and the times are "
-        "pessimistic."
-    )
-    return f"{extra.strip()} {load}".strip()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark of one epoch's label phase (SPEC section 1) at the size of a real training set, on synthetic features.
+"""Benchmark of one epoch's label phase (SPEC section 1) at a real training set's size, on synthetic features.
 
     python -m harness.bench.label_phase [--size msmt17|market1501|small] [--device cpu|cuda] [--out DIR]
 
@@ -7,7 +7,8 @@ Times, separately and in this order: the bare faiss k-NN search (k = k1, the bas
 ``spal.active`` is importable, ``constrained_dbscan`` under a ``ConstraintGraph`` holding ~2n random truthful
 answers (as in a late epoch) and one call of ``select_support_pairs`` (selection + propagation). The label
 phase is Jaccard + constrained DBSCAN + selection; the result reports its ratio to the k-NN baseline and the
-process's peak resident memory (``resource.getrusage``), inputs and libraries included.
+process's peak resident memory (``resource.getrusage`` and the per-step VmHWM marks), inputs and libraries
+included.
 
 For ``--size market1501`` it also times THE DENSE REFERENCE below (:func:`dense_reference_jaccard`, the usual
 dense way of computing the same distances, n x n arrays throughout) and checks that both agree; the dense part
@@ -38,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -52,6 +53,8 @@ from spal.clustering.jaccard import half_list_length, ranked_neighbours
 from spal.clustering.knn import torch_knn
 
 __all__ = ["SIZES", "Size", "dense_reference_jaccard", "main", "make_features"]
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,26 +113,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     constrained_dbscan(jaccard_distance(features[:256], args.k1, args.k2), args.eps, args.min_samples)
     _bare_knn(features[:256], args.k1)
 
-    timing: dict[str, Any] = {}
-    timing["knn_baseline_s"] = _timed(lambda: _bare_knn(features, args.k1), device)[0]
-    stages = _StageRecorder()
-    with stages:
-        timing["jaccard_s"], distances = _timed(lambda: jaccard_distance(features, args.k1, args.k2), device)
+    meter = _Meter(device)
+    meter.run("knn_baseline", lambda: _bare_knn(features, args.k1))
+    with _StageRecorder() as stages:
+        distances = meter.run("jaccard", lambda: jaccard_distance(features, args.k1, args.k2))
+    plain = meter.run("dbscan_plain", lambda: constrained_dbscan(distances, args.eps, args.min_samples))
+    active = _constrained_part(args, features, pids, distances, meter)
+    timing, memory = meter.seconds, meter.peak_mb
     timing["jaccard_steps_s"] = stages.seconds
-    timing["dbscan_plain_s"], plain = _timed(
-        lambda: constrained_dbscan(distances, args.eps, args.min_samples), device
+    knn = timing["knn_baseline_s"]
+    clustering = timing["jaccard_s"] + timing.get("dbscan_constrained_s", timing["dbscan_plain_s"])
+    label_phase = clustering + timing.get("selection_s", 0.0)
+    timing.update(
+        {
+            "clustering_s": clustering,
+            "label_phase_s": label_phase,
+            "jaccard_over_knn": timing["jaccard_s"] / knn,
+            "clustering_over_knn": clustering / knn,
+            "label_phase_over_knn": label_phase / knn,
+        }
     )
-    active = _constrained_part(args, features, pids, distances, device)
-    timing.update(active.pop("timing"))
-    label_phase = timing["jaccard_s"] + timing.get("dbscan_constrained_s", timing["dbscan_plain_s"])
-    label_phase += timing.get("selection_s", 0.0)
-    timing["label_phase_s"] = label_phase
-    timing["label_phase_over_knn"] = label_phase / timing["knn_baseline_s"]
-    timing["jaccard_over_knn"] = timing["jaccard_s"] / timing["knn_baseline_s"]
-    memory = {"label_phase_peak_rss_mb": _peak_rss_mb()}
+    memory["label_phase_process_peak_rss_mb"] = meter.process_peak_mb()
 
     result: dict[str, Any] = {
         "benchmark": "label phase: jaccard_distance + constrained_dbscan + select_support_pairs",
+        "definitions": {
+            "clustering_s": "jaccard_s + dbscan_constrained_s (dbscan_plain_s when spal.active is missing)",
+            "label_phase_s": "clustering_s + selection_s (select_support_pairs: selection and propagation)",
+            "peak_rss_mb": "per step: the kernel's peak-RSS mark (VmHWM) reset just before the step, so "
+            "the whole process (inputs and libraries included) at its highest during that step",
+            "label_phase_process_peak_rss_mb": "the largest of those peaks and getrusage's ru_maxrss, "
+            "read after the label phase (before the dense reference, if any)",
+        },
         "size": args.size,
         "device": args.device,
         "shapes": dataclasses.asdict(size),
@@ -141,16 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         **active,
     }
     if args.size == "market1501":
-        result["dense_reference"] = _compare_with_dense(
-            features, distances, args, device, timing["jaccard_s"]
-        )
-        memory["process_peak_rss_mb"] = _peak_rss_mb()
+        result["dense_reference"] = _compare_with_dense(features, distances, args, meter)
+        memory["process_peak_rss_mb"] = meter.process_peak_mb()
     environment = collect_environment()
     result.update(
         {
             "targets": {
                 "label_phase_s_below": 90.0,
-                "label_phase_peak_rss_mb_below": 4096.0,
+                "label_phase_process_peak_rss_mb_below": 4096.0,
                 "label_phase_over_knn_below": 3.0,
                 "scope": "MSMT17 size on the project's 2-core CPU machine",
             },
@@ -180,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
         f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "
-        f"peak RSS {memory['label_phase_peak_rss_mb']:.0f} MB -> {path}"
+        f"peak RSS {memory['label_phase_process_peak_rss_mb']:.0f} MB -> {path}"
     )
     return 0
 
@@ -296,7 +309,7 @@ def _constrained_part(
     features: torch.Tensor,
     pids: np.ndarray,
     distances: sp.csr_matrix,
-    device: torch.device,
+    meter: _Meter,
 ) -> dict[str, Any]:
     """Constrained DBSCAN and the support-pair step, when ``spal.active`` provides them."""
     names = ("ConstraintGraph", "GroundTruthOracle", "Budget", "select_support_pairs")
@@ -304,14 +317,13 @@ def _constrained_part(
         active = importlib.import_module("spal.active")
         missing = [name for name in names if not hasattr(active, name)]
     except ImportError as error:
-        return {"timing": {}, "constraints": {"skipped": f"spal.active is not importable: {error}"}}
+        return {"constraints": {"skipped": f"spal.active is not importable: {error}"}}
     if missing:
-        return {"timing": {}, "constraints": {"skipped": f"spal.active lacks {', '.join(missing)}"}}
+        return {"constraints": {"skipped": f"spal.active lacks {', '.join(missing)}"}}
     n = len(pids)
     rng = np.random.default_rng(args.seed + 1)
     pairs = _truthful_pairs(pids, rng)
     graph = active.ConstraintGraph(n)
-    timing: dict[str, float] = {}
 
     def answer_all() -> None:
         for a, b in pairs.tolist():
@@ -320,18 +332,17 @@ def _constrained_part(
             else:
                 graph.add_cannot_link(a, b)
 
-    timing["constraint_graph_build_s"] = _timed(answer_all, device)[0]
-    timing["dbscan_constrained_s"], labels = _timed(
-        lambda: constrained_dbscan(distances, args.eps, args.min_samples, graph), device
+    meter.run("constraint_graph_build", answer_all)
+    labels = meter.run(
+        "dbscan_constrained", lambda: constrained_dbscan(distances, args.eps, args.min_samples, graph)
     )
     budget = active.Budget(2 * n)
     oracle = active.GroundTruthOracle(pids)
-    timing["selection_s"], asked = _timed(
-        lambda: active.select_support_pairs(labels, features, graph, budget, oracle), device
+    asked = meter.run(
+        "selection", lambda: active.select_support_pairs(labels, features, graph, budget, oracle)
     )
     components = graph.component_ids()
     return {
-        "timing": timing,
         "constraints": {
             "answers": len(pairs),
             "description": "half the pairs drawn inside an identity, half uniformly; answers from the pids",
@@ -366,21 +377,19 @@ def _truthful_pairs(pids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _compare_with_dense(
-    features: torch.Tensor,
-    distances: sp.csr_matrix,
-    args: argparse.Namespace,
-    device: torch.device,
-    ours_s: float,
+    features: torch.Tensor, distances: sp.csr_matrix, args: argparse.Namespace, meter: _Meter
 ) -> dict[str, Any]:
-    dense_s, dense = _timed(lambda: dense_reference_jaccard(features, args.k1, args.k2), device)
+    dense = meter.run("dense_reference", lambda: dense_reference_jaccard(features, args.k1, args.k2))
     ours = np.ones(distances.shape, dtype=np.float32)
     coo = distances.tocoo()
     ours[coo.row, coo.col] = coo.data
+    seconds = meter.seconds["dense_reference_s"]
     return {
         "description": "dense_reference_jaccard in this module: n x n arrays, Python loops over the points",
-        "dense_reference_s": dense_s,
-        "jaccard_s": ours_s,
-        "dense_over_jaccard": dense_s / ours_s,
+        "dense_reference_s": seconds,
+        "dense_reference_peak_rss_mb": meter.peak_mb["dense_reference_peak_rss_mb"],
+        "jaccard_s": meter.seconds["jaccard_s"],
+        "dense_over_jaccard": seconds / meter.seconds["jaccard_s"],
         "max_abs_difference": float(np.abs(ours - dense).max()),
     }
 
@@ -409,20 +418,54 @@ class _StageRecorder(logging.Handler):
         self._logger.setLevel(self._level)
 
 
-def _timed(function: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    """Wall seconds of one call (after a CUDA synchronisation on a GPU) and its value."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    value = function()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, value
+class _Meter:
+    """Runs steps one at a time and records their wall time and the process's peak RSS during each."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, Any] = {}
+        # Everything before the first step (features, libraries, warm-up).
+        self.peak_mb: dict[str, Any] = {"setup_peak_rss_mb": _proc_status_mb("VmHWM")}
+
+    def process_peak_mb(self) -> float:
+        """The process's peak RSS so far: resetting VmHWM also resets ``ru_maxrss``, so take the largest of
+        the per-step peaks and the current mark."""
+        marks = [value for value in self.peak_mb.values() if value is not None]
+        return max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *marks])
+
+    def run(self, name: str, function: Callable[[], _T]) -> _T:
+        """Call ``function`` once; ``seconds[name + "_s"]`` and ``peak_mb[name + "_peak_rss_mb"]`` get its
+        wall time (after a CUDA synchronisation on a GPU) and peak resident memory (None off Linux)."""
+        reset = _reset_peak_rss()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        value = function()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[f"{name}_s"] = time.perf_counter() - start
+        self.peak_mb[f"{name}_peak_rss_mb"] = _proc_status_mb("VmHWM") if reset else None
+        return value
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process, so that it measures what follows."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` in MiB (``VmHWM``: peak resident memory); None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def _notes(
@@ -432,9 +475,9 @@ def _notes(
     if constraints and "skipped" in constraints:
         parts.append(f"Constrained DBSCAN and selection not timed: {constraints['skipped']}.")
     parts.append(
-        f"1/5/15-minute load average {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f} at the start, "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} at the end, on {os.cpu_count()} CPUs; a "
-        "load above the CPU count means other processes shared the CPUs and the times are pessimistic."
+        f"1/5/15-minute load average {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f} at the "
+        f"start, {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} at the end, on {os.cpu_count()} "
+        "CPUs; a load above the CPU count means that other processes shared the CPUs (pessimistic times)."
     )
     return " ".join(part for part in parts if part)
 

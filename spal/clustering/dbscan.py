@@ -1,17 +1,19 @@
 """DBSCAN over a sparse distance matrix, with must-link / cannot-link constraints (SPEC section 3.2).
 
-Without constraints the result equals scikit-learn's ``DBSCAN(eps, min_samples, metric="precomputed")`` on the
-dense matrix (absent entries = distance 1), cluster numbers included: both number clusters in the order of their
-lowest-index core point, and the cluster of a border point is decided by the first cluster that reaches it
-whatever the traversal order inside a cluster.
+Without constraints the result equals scikit-learn's ``DBSCAN(eps, min_samples, metric="precomputed")``
+on the dense matrix (absent entries = distance 1), cluster numbers included: both number clusters in the
+order of their lowest-index core point, and the cluster of a border point is decided by the first cluster
+that reaches it, whatever the traversal order inside a cluster.
 
-With constraints, the order of SPEC 3.2 matters and is followed exactly: seeds in increasing index, ML partners
-first, then the seed, then a FIFO queue; a popped point pulls its ML partners unchecked and, if it is core, adds
-its unlabelled neighbours (increasing index) unless one of their cannot-link partners is already in the cluster.
+With constraints, the order of SPEC 3.2 matters and is followed exactly: seeds in increasing index, ML
+partners first, then the seed, then a FIFO queue; a popped point pulls its ML partners unchecked and, if it
+is core, adds its unlabelled neighbours (increasing index) unless one of their cannot-link partners is
+already in the cluster.
 
-The cannot-link test is a lookup, not a scan of the cluster: every ML component that enters the current cluster
-marks the components it cannot-link as forbidden, and a candidate is refused iff its own component is marked.
-Each component is marked once, so the whole run is linear in the number of neighbour and constraint edges.
+The cannot-link test is a lookup, not a scan of the cluster: every ML component that enters the current
+cluster marks the components it cannot-link as forbidden, and a candidate is refused iff its own component
+is marked. Each component is marked once, so the whole run is linear in the number of neighbour and
+constraint edges.
 """
 
 from __future__ import annotations
@@ -47,14 +49,18 @@ def eps_neighbourhoods(distances: sp.spmatrix | sp.sparray, eps: float) -> sp.cs
 
     Args:
         distances: ``(n, n)`` sparse distances; an absent entry means distance 1.
-        eps: radius; a stored entry with ``d <= eps`` is a neighbour. Every point is its own neighbour (distance 0
-            to itself), whether or not the diagonal is stored.
+        eps: radius; a stored entry with ``d <= eps`` is a neighbour. Every point is its own neighbour
+            (distance 0 to itself), whether or not the diagonal is stored.
 
     Returns:
         ``(n, n)`` CSR pattern (data all 1) with sorted indices: row ``p`` lists the neighbours of ``p`` in
         increasing index, ``p`` itself included.
     """
     dist = sp.csr_matrix(distances)
+    if not dist.has_canonical_format:
+        # Duplicate entries mean their sum in scipy; work on a copy so the caller's matrix stays as it is.
+        dist = dist.copy()
+        dist.sum_duplicates()
     n = dist.shape[0]
     rows = np.repeat(np.arange(n), np.diff(dist.indptr))
     keep = (dist.data <= eps) & (dist.indices != rows)
@@ -75,8 +81,8 @@ def _validate(distances: sp.spmatrix | sp.sparray, eps: float, min_samples: int)
         raise ValueError(f"distances must be a square (n, n) matrix, got shape {distances.shape}")
     if not 0.0 <= eps < 1.0:
         raise ValueError(
-            f"eps must lie in [0, 1) (got {eps}): absent entries stand for distance 1, so eps >= 1 would make "
-            "every pair a neighbour; the paper uses eps = 0.6"
+            f"eps must lie in [0, 1) (got {eps}): absent entries stand for distance 1, so eps >= 1 would "
+            "make every pair a neighbour; the paper uses eps = 0.6"
         )
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1 (got {min_samples}); the paper uses 4")
@@ -92,11 +98,6 @@ def _constraint_tables(
         ``members[member_ptr[c]:member_ptr[c + 1]]`` the points of component ``c`` in increasing index;
         ``cl_comps[cl_ptr[c]:cl_ptr[c + 1]]`` the components that cannot-link ``c``.
     """
-    if constraints.n != n:
-        raise ValueError(
-            f"the constraint graph is over {constraints.n} points but distances are {n} x {n}: build the "
-            "ConstraintGraph with the same n as the features that were clustered"
-        )
     comp = np.asarray(constraints.component_ids(), dtype=np.int64)
     if comp.shape != (n,) or (n and (comp.min() < 0 or comp.max() >= n)):
         raise ValueError("component_ids() must return n ids in [0, n); the constraint graph is inconsistent")
@@ -130,6 +131,11 @@ def constrained_dbscan(
     """
     _validate(distances, eps, min_samples)
     n = distances.shape[0]
+    if constraints is not None and constraints.n != n:
+        raise ValueError(
+            f"the constraint graph is over {constraints.n} points but distances are {n} x {n}: build the "
+            "ConstraintGraph with the same n as the features that were clustered"
+        )
     graph = eps_neighbourhoods(distances, eps)
     indptr, indices = graph.indptr, graph.indices.astype(np.int64)
     core = np.diff(indptr) >= min_samples

@@ -1,13 +1,15 @@
 """k-reciprocal Jaccard distance (Zhong et al., CVPR 2017, as SpCL computes it), sparse from end to end.
 
-SPEC section 3.1 gives the definition; this module follows it step by step, but never builds an ``n x n`` dense
-array: every intermediate is a CSR matrix or an ``(n, k)`` neighbour table, and the final sum of minima is taken
-only over pairs whose supports overlap. Peak memory is therefore linear in ``n`` (times the neighbourhood sizes),
-which is what lets MSMT17 (n = 32,621, a 4.3 GB dense float32 matrix) run on a laptop-sized machine.
+SPEC section 3.1 gives the definition; this module follows it step by step, but never builds an ``n x n``
+dense array: every intermediate is a CSR matrix or an ``(n, k)`` neighbour table, and the final sum of
+minima is taken only over pairs whose supports overlap. Peak memory is therefore linear in ``n`` (times the
+neighbourhood sizes), which is what lets MSMT17 (n = 32,621, a 4.3 GB dense float32 matrix) run on a
+laptop-sized machine.
 
-Steps and the arrays they produce (n points, k = k1 clipped to n, h = half-list length):
+Steps and the arrays they produce (n points, k = k1 clipped to n):
 
-1. ranked neighbour lists ``idx (n, k)`` with self first (:func:`ranked_neighbours`);
+1. a ranked neighbour table ``idx (n, K)``, self first, ``K = min(n, 4 k)``: its first ``k`` columns are the
+   lists, the rest caches inner products for step 3 (:func:`ranked_neighbours`);
 2. the k-reciprocal sets R and R_half as sparse patterns (:func:`reciprocal_neighbours`);
 3. the expanded supports as a boolean CSR, then the softmax weights ``V`` (:func:`encode_neighbourhoods`);
 4. query expansion ``V <- Q V`` with ``Q`` the ``k2``-neighbour averaging matrix (:func:`query_expansion`);
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+# Largest accepted | |f|^2 - 1 | (loose enough for features stored in half precision).
+_NORM_TOLERANCE = 1e-2
 # Width of the k-NN table, in multiples of k1 (see jaccard_distance).
 _TABLE_WIDTH = 4
 # Pairs generated at once on a torch device (~32 bytes each of temporaries).
@@ -56,10 +60,10 @@ _PAIR_CHUNK = 1 << 20
 
 
 def half_list_length(k1: int) -> int:
-    """Length of the "half" neighbour list for ``k1``: ``round(k1 / 2) + 1`` with numpy's half-to-even rounding.
+    """Length of the "half" neighbour list: ``round(k1 / 2) + 1``, numpy's half-to-even rounding.
 
-    SpCL slices ``initial_rank[:, :int(np.around(k1 / 2)) + 1]``, hence 16 for ``k1 = 30`` and 2 for ``k1 = 1``
-    or ``k1 = 2`` (``np.around(0.5) = 0``, ``np.around(1.0) = 1``).
+    SpCL slices ``initial_rank[:, :int(np.around(k1 / 2)) + 1]``: 16 for ``k1 = 30``, 1 for ``k1 = 1``
+    (``np.around(0.5) = 0``), 3 for ``k1 = 5`` (``np.around(2.5) = 2``).
     """
     return int(np.around(k1 / 2)) + 1
 
@@ -68,7 +72,7 @@ def ranked_neighbours(features: torch.Tensor | np.ndarray, k: int) -> tuple[np.n
     """The ``k`` nearest neighbours of every point, the point itself first.
 
     Args:
-        features: ``(n, d)`` L2-normalised features (CUDA tensors are searched on the GPU when faiss can).
+        features: ``(n, d)`` L2-normalised features (a CUDA tensor is searched on its device).
         k: list length, ``1 <= k <= n``.
 
     Returns:
@@ -153,8 +157,9 @@ def encode_neighbourhoods(
     support.sort_indices()
     rows = np.repeat(np.arange(n), np.diff(support.indptr))
     dots = _support_inner_products(rows, support.indices, sims, idx, features)
-    weights = np.exp(2.0 * dots - 2.0)
-    totals = np.add.reduceat(weights, support.indptr[:-1]) if weights.size else weights
+    weights = np.exp(2.0 * dots - 2.0)  # -(2 - 2 f_i . f_j) lies in [-4, 0]: no overflow, no max-shift needed
+    # Every row holds at least its own point, so reduceat sees no empty row.
+    totals = np.add.reduceat(weights, support.indptr[:-1])
     weights /= np.repeat(totals, np.diff(support.indptr))
     out = sp.csr_matrix((weights, support.indices, support.indptr), shape=(n, n))
     out.has_sorted_indices = True
@@ -267,8 +272,9 @@ def pairwise_min_sums(weights: sp.csr_matrix, device: torch.device | str | None 
 class _ColumnSuccessors:
     """For every CSR entry ``e = (i, k)`` of ``V``: the entries of column ``k`` with a larger row.
 
-    In CSC order (rows increasing within a column) those are the slots ``first[e] .. first[e] + count[e] - 1``;
-    ``rows`` and ``values`` are the CSC row indices and values, ``per_row[i]`` the pairs row ``i`` generates.
+    In CSC order (rows increasing within a column) those are the slots
+    ``first[e] .. first[e] + count[e] - 1``; ``rows`` and ``values`` are the CSC row indices and values,
+    ``per_row[i]`` the number of pairs row ``i`` generates.
     """
 
     first: np.ndarray
@@ -379,11 +385,22 @@ def jaccard_distance(features: torch.Tensor | np.ndarray, k1: int = 30, k2: int 
     # A wider search costs the same as a k1 search (the inner products dominate) and saves most of the
     # dot products of expanded members lying beyond the k1-th neighbour.
     sims, idx = clock("knn", ranked_neighbours, features, min(n, _TABLE_WIDTH * k))
+    _check_normalised(sims[:, 0])
     weights = clock("encode", encode_neighbourhoods, sims, idx, features, k1)
     weights = clock("query_expansion", query_expansion, weights, idx[:, :k], k2)
     on_cuda = isinstance(features, torch.Tensor) and features.is_cuda
     sums = clock("min_sums", pairwise_min_sums, weights, features.device if on_cuda else None)
     return clock("assemble", distances_from_overlaps, sums)
+
+
+def _check_normalised(self_similarity: np.ndarray) -> None:
+    """Refuse features that are not L2-normalised (``f_i . f_i`` far from 1): the weights would be wrong."""
+    worst = float(np.abs(self_similarity - 1.0).max())
+    if worst > _NORM_TOLERANCE:
+        raise ValueError(
+            f"features must be L2-normalised (some |f|^2 is off 1 by {worst:.3g}); normalise them first, "
+            "e.g. torch.nn.functional.normalize(features, dim=1)"
+        )
 
 
 class _StageClock:
@@ -428,8 +445,8 @@ def _row_sums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
 def _symmetric_with_zero_diagonal(upper: sp.csr_matrix) -> sp.csr_matrix:
     """Canonical CSR ``U + U^T`` plus an explicit zero diagonal, from a strictly upper-triangular ``U``.
 
-    Row ``i`` is laid out as [``U^T`` row ``i`` (columns < i), ``i``, ``U`` row ``i`` (columns > i)], each part
-    already sorted, so no sort is needed.
+    Row ``i`` is laid out as [``U^T`` row ``i`` (columns < i), ``i``, ``U`` row ``i`` (columns > i)], each
+    part already sorted, so no sort is needed.
     """
     n = upper.shape[0]
     lower = upper.T.tocsr()

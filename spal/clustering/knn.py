@@ -1,10 +1,10 @@
 """Exact k-nearest-neighbour search by inner product, behind one small function.
 
-CPU features go to a faiss ``IndexFlatIP``. Features on a CUDA device stay there: a faiss GPU index when faiss
-was built with GPU support, otherwise blocks of ``queries @ database.T`` and ``topk`` in torch, in full float32
-(TF32 is switched off for the search, since it would make the search inexact). Results are re-sorted so that
-ties in similarity go to the lower index, which makes every caller's neighbour lists deterministic whatever the
-backend's internal order is.
+CPU features go to a faiss ``IndexFlatIP``. Features on a CUDA device stay there: a faiss GPU index when
+faiss was built with GPU support, otherwise blocks of ``queries @ database.T`` and ``topk`` in torch, in full
+float32 (TF32 is switched off for the search, since it would make the search inexact). Results are re-sorted
+so that ties in similarity go to the lower index, which makes every caller's neighbour lists deterministic
+whatever the backend's internal order is.
 """
 
 from __future__ import annotations

@@ -94,5 +94,7 @@ class TrainConfig:
         """Build from a mapping; unknown keys are an error (a typo must not silently fall back to a default)."""
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(cls.keys())}")
+            raise ValueError(
+                f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(cls.keys())}"
+            )
         return cls(**values)

@@ -31,14 +31,22 @@ from spal.active import (
 )
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance
 from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader
-from spal.distributed import DistContext, barrier, broadcast_object, init_distributed
+from spal.distributed import DistContext, all_gather_cat, barrier, broadcast_object, init_distributed
 from spal.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from spal.engine.config import TrainConfig
 from spal.engine.trainer import EpochTargets, train_epoch
 from spal.evaluation import evaluate, extract_features
 from spal.losses import InstanceMemory
 
-__all__ = ["run_training", "load_dataset", "evaluate_on_test", "pseudo_labels_from_clusters", "CHECKPOINT_NAME", "PHASES"]
+__all__ = [
+    "run_training",
+    "load_dataset",
+    "evaluate_on_test",
+    "cluster",
+    "pseudo_labels_from_clusters",
+    "CHECKPOINT_NAME",
+    "PHASES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +125,9 @@ class _Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def evaluate_on_test(model: torch.nn.Module, data: datasets.ReIDDataset, cfg: TrainConfig, ctx: DistContext) -> dict:
+def evaluate_on_test(
+    model: torch.nn.Module, data: datasets.ReIDDataset, cfg: TrainConfig, ctx: DistContext
+) -> dict:
     query = make_eval_loader(data.query, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
     gallery = make_eval_loader(data.gallery, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
     qf = extract_features(model, query, device=ctx.device, desc="extract query")
@@ -204,11 +214,13 @@ def run_training(
             images = images.to(ctx.device)
         if memory is None:
             batches = iterate_tensor_batches(images, batch_size=128, device=ctx.device)
-            memory = InstanceMemory(extract_features(model, batches, device=ctx.device, desc="init memory")
-                                    .to(ctx.device))
+            memory = InstanceMemory(
+                extract_features(model, batches, device=ctx.device, desc="init memory").to(ctx.device)
+            )
     state.phase_totals["extract"] += timer.seconds if state.start_epoch == 0 else 0.0
 
-    augment = TrainAugment(cfg.height, cfg.width)
+    # The paper pads 10 pixels at 128 wide; smaller CPU images get the same relative shift.
+    augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128)))
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
@@ -220,20 +232,45 @@ def run_training(
         spent_before = budget.total - budget.remaining
         label_phase = None
         if ctx.is_main:
-            label_phase = _label_phase(cfg, epoch, memory.features, graph, budget, pids, data.train,
-                                       annotation_log, times, human_select)
+            label_phase = _label_phase(
+                cfg,
+                epoch,
+                memory.features,
+                graph,
+                budget,
+                pids,
+                data.train,
+                annotation_log,
+                times,
+                human_select,
+            )
         label_phase = broadcast_object(label_phase, ctx)
         targets = label_phase["targets"]
         stats = label_phase["stats"]
 
         with _Timer(ctx.device) as timer:
             losses = train_epoch(
-                model, optimizer, memory, images, targets,
-                epoch=epoch, iters=cfg.iters, batch_size=cfg.batch_size, num_instances=cfg.num_instances,
-                seed=cfg.seed, temperature=cfg.temperature, momentum=cfg.momentum, margin=cfg.margin,
-                lambda_sp=cfg.lambda_sp, augment=augment, ctx=ctx, amp=cfg.amp,
+                model,
+                optimizer,
+                memory,
+                images,
+                targets,
+                epoch=epoch,
+                iters=cfg.iters,
+                batch_size=cfg.batch_size,
+                num_instances=cfg.num_instances,
+                seed=cfg.seed,
+                temperature=cfg.temperature,
+                momentum=cfg.momentum,
+                margin=cfg.margin,
+                lambda_sp=cfg.lambda_sp,
+                augment=augment,
+                ctx=ctx,
+                amp=cfg.amp,
             )
         times["train"] = timer.seconds
+        if ctx.distributed:
+            losses["rank_spread"] = _rank_spread(model, memory, ctx)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
 
@@ -282,8 +319,34 @@ def run_training(
     return summary
 
 
+def _rank_spread(model: torch.nn.Module, memory: InstanceMemory, ctx: DistContext) -> float:
+    """Largest difference between ranks of a checksum of the parameters and the memory (0 when in sync)."""
+    checksum = torch.stack(
+        [
+            sum(p.detach().double().sum() for p in _unwrap(model).parameters()),
+            memory.features.detach().double().sum(),
+        ]
+    ).reshape(1, 2)
+    gathered = all_gather_cat(checksum, ctx)
+    spread = float((gathered.max(dim=0).values - gathered.min(dim=0).values).max())
+    if spread > 1e-3 and ctx.is_main:
+        log.error("ranks diverged: parameter/memory checksums differ by %.3g across ranks", spread)
+    return spread
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def cluster(
+    distances, graph: ConstraintGraph, *, clustering: str, eps: float, min_samples: int
+) -> np.ndarray:
+    """DBSCAN labels ``(n,)`` of the sparse Jaccard distances: ``constrained`` uses the graph's must-links and
+    cannot-links (SPEC 3.2), ``plain`` ignores them (the ablation; the constraints still reach the loss)."""
+    use_constraints = clustering == "constrained" and graph.has_constraints()
+    return constrained_dbscan(
+        distances, eps=eps, min_samples=min_samples, constraints=graph if use_constraints else None
+    )
 
 
 def _label_phase(
@@ -304,31 +367,53 @@ def _label_phase(
         distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2)
     times["distance"] = timer.seconds
     with _Timer(device) as timer:
-        use_constraints = cfg.clustering == "constrained" and graph.has_constraints()
-        labels = constrained_dbscan(distances, eps=cfg.eps, min_samples=cfg.min_samples,
-                                    constraints=graph if use_constraints else None)
+        labels = cluster(
+            distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples
+        )
     times["cluster"] = timer.seconds
     stats = cluster_statistics(labels, pids)
     num_clusters = int(stats["num_clusters"])
     if num_clusters == 0:
-        log.warning("epoch %d: clustering found no cluster (eps=%.3f); every image trains as its own class",
-                    epoch, cfg.eps)
+        log.warning(
+            "epoch %d: clustering found no cluster (eps=%.3f); every image trains as its own class",
+            epoch,
+            cfg.eps,
+        )
     elif num_clusters == 1:
         log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, cfg.eps)
     with _Timer(device) as timer:
         if human_select is not None:
-            human_select(epoch=epoch, labels=labels, features=features, constraints=graph, budget=budget,
-                         log=annotation_log, records=records)
+            human_select(
+                epoch=epoch,
+                labels=labels,
+                features=features,
+                constraints=graph,
+                budget=budget,
+                log=annotation_log,
+                records=records,
+            )
         else:
             oracle = _make_oracle(cfg, pids, annotation_log, epoch, [r[0] for r in records])
             rng = np.random.default_rng(cfg.seed * 7919 + epoch)
-            select_support_pairs(labels, features, graph, budget, oracle, strategy=cfg.selection, rng=rng,
-                                 on_pair=oracle.note_kind)
+            select_support_pairs(
+                labels,
+                features,
+                graph,
+                budget,
+                oracle,
+                strategy=cfg.selection,
+                rng=rng,
+                on_pair=oracle.note_kind,
+            )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)
     if num_classes < cfg.batch_size // cfg.num_instances:
-        log.warning("epoch %d: %d pseudo identities, fewer than the %d a PK batch needs; sampling with replacement",
-                    epoch, num_classes, cfg.batch_size // cfg.num_instances)
+        log.warning(
+            "epoch %d: %d pseudo identities, fewer than the %d a PK batch needs; sampling with replacement",
+            epoch,
+            num_classes,
+            cfg.batch_size // cfg.num_instances,
+        )
     targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())
     stats = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in stats.items()}
     stats["num_classes"] = num_classes

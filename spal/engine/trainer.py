@@ -1,4 +1,10 @@
-"""One epoch of training steps: PK batches, batched augmentation, both losses, the memory update."""
+"""One epoch of training steps: PK batches, batched augmentation, both losses, the memory update.
+
+Every rank draws the same global batch (the sampler and the augmentation are seeded by ``seed`` and ``epoch``
+alone) and trains on its contiguous share, so a run on W processes computes what one process computes with
+``bn_groups = W``: the same images, the same augmentation, BatchNorm over the same groups, the same loss
+normalisation (see :func:`train_epoch`), and the same memory update from the all-gathered batch.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from spal.data import PKSampler, TrainAugment
 from spal.distributed import DistContext, all_gather_cat
 from spal.losses import InstanceMemory, SupportPairIndex, cluster_contrastive_loss, support_pair_loss_indexed
 
-__all__ = ["EpochTargets", "train_epoch"]
+__all__ = ["EpochTargets", "train_epoch", "support_pair_eligible"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,20 @@ class EpochTargets:
     num_classes: int
     component_ids: np.ndarray
     cannot_link_edges: np.ndarray
+
+
+def support_pair_eligible(component_ids: np.ndarray, cannot_link_edges: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: which images have both a must-link and a cannot-link partner (the support-pair loss's set).
+
+    Args:
+        component_ids: ``(n,)`` int64 must-link component of each image.
+        cannot_link_edges: ``(E, 2)`` int64 cannot-linked component pairs.
+    """
+    n = component_ids.shape[0]
+    sizes = np.bincount(component_ids, minlength=n)
+    has_cl = np.zeros(n, dtype=bool)
+    has_cl[np.asarray(cannot_link_edges, dtype=np.int64).reshape(-1)] = True
+    return (sizes[component_ids] > 1) & has_cl[component_ids]
 
 
 def train_epoch(
@@ -56,44 +76,62 @@ def train_epoch(
     ctx: DistContext,
     amp: bool = False,
 ) -> dict[str, float]:
-    """Run ``iters`` optimisation steps and return the mean losses.
+    """Run ``iters`` optimisation steps and return the mean losses (of this rank's shares).
 
     Args:
         images: ``(n, 3, H, W)`` uint8 decoded training set (on the CPU or already on ``ctx.device``).
         targets: pseudo labels and constraints of this epoch.
+        batch_size: the global batch; each of the ``ctx.world_size`` ranks trains on ``batch_size / world_size``.
 
-    Every rank draws the same global batch (the sampler is seeded by ``seed`` and ``epoch``) and trains on its
-    share; the memory update uses the all-gathered batch, so each rank's memory stays identical.
+    Loss normalisation: the contrastive loss is a mean over the rank's share, and DDP averages gradients over
+    ranks, which gives the global mean. The support-pair loss is a mean over the eligible images of the *global*
+    batch, so each rank divides its sum by the global count (known on every rank from the indices alone) and
+    multiplies by the world size to undo DDP's averaging.
     """
     device = ctx.device
+    world, rank = ctx.world_size, ctx.rank
+    share = batch_size // world
     sampler = PKSampler(
         targets.pseudo_labels,
         num_instances=num_instances,
         batch_size=batch_size,
         num_iterations=iters,
         seed=seed,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
     )
     sampler.set_epoch(epoch)
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 100_003 + epoch * 1_009 + ctx.rank)
+    generator.manual_seed(seed * 100_003 + epoch * 1_009)
     memory_labels = torch.as_tensor(targets.pseudo_labels, device=device)
     cannot_link_edges = torch.as_tensor(targets.cannot_link_edges, dtype=torch.long).reshape(-1, 2)
     use_sp = lambda_sp != 0 and cannot_link_edges.numel() > 0
     pair_index = SupportPairIndex.build(
         torch.as_tensor(targets.component_ids, dtype=torch.long), cannot_link_edges, device=device
     )
+    eligible = torch.as_tensor(
+        support_pair_eligible(targets.component_ids, targets.cannot_link_edges), device=device
+    )
 
     model.train()
-    totals = {"loss": 0.0, "loss_contrastive": 0.0, "loss_support": 0.0}
-    progress = tqdm(sampler.batches(), total=iters, desc=f"train epoch {epoch}", disable=not ctx.is_main,
-                    leave=False)
-    for step, batch_indices in enumerate(progress):
-        indices = torch.as_tensor(batch_indices, dtype=torch.long)
-        batch = images[indices.to(images.device)].to(device, non_blocking=True)
-        inputs = augment(batch, generator=generator)
-        indices = indices.to(device)
+    totals = {
+        "loss": torch.zeros((), device=device),
+        "loss_contrastive": torch.zeros((), device=device),
+        "loss_support": torch.zeros((), device=device),
+    }
+    progress = tqdm(
+        sampler.batches(),
+        total=iters,
+        desc=f"train epoch {epoch}",
+        disable=not ctx.is_main or None,
+        leave=False,
+    )
+    for batch_indices in progress:
+        global_indices = torch.as_tensor(batch_indices, dtype=torch.long)
+        batch = images[global_indices.to(images.device)].to(device, non_blocking=True)
+        # Augment the whole global batch with the shared generator, then keep this rank's share: the random
+        # draws then do not depend on the number of processes.
+        inputs = augment(batch, generator=generator)[rank * share : (rank + 1) * share]
+        global_indices = global_indices.to(device)
+        indices = global_indices[rank * share : (rank + 1) * share]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             features = model(inputs)
         features = features.float()
@@ -101,7 +139,10 @@ def train_epoch(
             features, memory_labels[indices], memory.features, memory_labels, targets.num_classes, temperature
         )
         if use_sp:
-            loss_s = support_pair_loss_indexed(features, indices, memory.features, pair_index, margin=margin)
+            total = support_pair_loss_indexed(
+                features, indices, memory.features, pair_index, margin=margin, reduction="sum"
+            )
+            loss_s = total * world / eligible[global_indices].sum().clamp_min(1)
         else:
             loss_s = features.new_zeros(())
         loss = loss_c + lambda_sp * loss_s
@@ -114,9 +155,8 @@ def train_epoch(
             momentum=momentum,
             max_repeats=sampler.max_repeats,
         )
-        totals["loss"] += float(loss.detach())
-        totals["loss_contrastive"] += float(loss_c.detach())
-        totals["loss_support"] += float(loss_s.detach())
-        if step % 10 == 0:
-            progress.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    return {key: value / max(iters, 1) for key, value in totals.items()}
+        # Accumulated on the device: no host synchronisation inside the loop.
+        totals["loss"] += loss.detach()
+        totals["loss_contrastive"] += loss_c.detach()
+        totals["loss_support"] += loss_s.detach()
+    return {key: float(value) / max(iters, 1) for key, value in totals.items()}

@@ -74,6 +74,7 @@ def support_pair_loss_indexed(
     memory: torch.Tensor,
     index: SupportPairIndex,
     margin: float = 1.0,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Mean over batch images with both an ML and a CL partner of ``relu(d_ap - d_an + margin)``.
 
@@ -83,6 +84,8 @@ def support_pair_loss_indexed(
         memory: ``(n, d)`` memory features as before this step's update (detached inside).
         index: this epoch's ``SupportPairIndex``.
         margin: ranking margin on squared Euclidean distances.
+        reduction: ``"mean"`` (over the images that have both partners) or ``"sum"`` (for a caller that
+            normalises by a count of its own, e.g. over the global batch of several processes).
 
     ``d_ap`` is the largest squared Euclidean distance from ``x[b]`` to its ML partners' memory rows, ``d_an``
     the smallest to its CL partners'. Returns a scalar; exactly 0 (still differentiable, zero gradient) when
@@ -103,6 +106,10 @@ def support_pair_loss_indexed(
         d_an = dist.masked_fill(~cannot, float("inf")).amin(dim=1)
         valid = must.any(dim=1) & cannot.any(dim=1)
         hinge = torch.where(valid, torch.relu(d_ap - d_an + margin), 0.0)
+        if reduction == "sum":
+            return hinge.sum()
+        if reduction != "mean":
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         return hinge.sum() / valid.sum().clamp_min(1)
 
 

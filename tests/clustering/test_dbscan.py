@@ -122,7 +122,7 @@ def random_constraints(n: int, rng: np.random.Generator) -> FakeConstraints:
     return FakeConstraints(n, must, cannot)
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(40))
 def test_equals_sklearn_without_constraints(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 120))
@@ -152,7 +152,7 @@ def test_missing_diagonal_still_counts_the_point_itself() -> None:
     assert constrained_dbscan(d, eps=0.5, min_samples=1).tolist() == [0, 0, 1]
 
 
-@pytest.mark.parametrize("seed", range(150))
+@pytest.mark.parametrize("seed", range(100))
 def test_equals_literal_spec_with_random_constraints(seed: int) -> None:
     rng = np.random.default_rng(1000 + seed)
     n = int(rng.integers(2, 70))
@@ -253,4 +253,4 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="min_samples"):
         constrained_dbscan(d, min_samples=0)
     with pytest.raises(ValueError, match="same n"):
-        constrained_dbscan(d, constraints=FakeConstraints(4, must=[(0, 1)]))
+        constrained_dbscan(d, constraints=FakeConstraints(4))

@@ -8,7 +8,13 @@ import scipy.sparse as sp
 import torch
 
 from spal.clustering import jaccard_distance
-from spal.clustering.jaccard import encode_neighbourhoods, half_list_length, ranked_neighbours
+from spal.clustering.jaccard import (
+    encode_neighbourhoods,
+    half_list_length,
+    pairwise_min_sums,
+    query_expansion,
+    ranked_neighbours,
+)
 
 
 def dense_reference(features: np.ndarray, k1: int, k2: int) -> tuple[np.ndarray, int]:
@@ -48,9 +54,10 @@ def dense_reference(features: np.ndarray, k1: int, k2: int) -> tuple[np.ndarray,
     if k2 != 1:
         V = np.stack([V[rank[i, : min(k2, k)]].mean(axis=0) for i in range(n)])
     D = np.ones((n, n))
+    columns = V.T.copy()  # columns[k] = V[:, k], contiguous
     for i in range(n):
-        support = np.flatnonzero(V[i])
-        s = np.minimum(V[i, support], V[:, support]).sum(axis=1)
+        support = np.flatnonzero(V[i])  # min(V[i, k], .) is 0 off the support
+        s = np.minimum(V[i, support][:, None], columns[support]).sum(axis=0)
         D[i] = np.maximum(1.0 - s / (2.0 - s), 0.0)
     return D, expansions
 
@@ -142,6 +149,8 @@ def test_bad_arguments_are_refused() -> None:
         jaccard_distance(x, k1=0)
     with pytest.raises(ValueError, match="2-D"):
         jaccard_distance(x[0])
+    with pytest.raises(ValueError, match="L2-normalised"):
+        jaccard_distance(2 * x)
 
 
 def test_inner_products_beyond_the_table_are_computed() -> None:
@@ -165,3 +174,18 @@ def test_cuda_features_give_the_cpu_result() -> None:
     on_gpu = jaccard_distance(torch.from_numpy(x).cuda())
     on_cpu = jaccard_distance(x)
     np.testing.assert_allclose(as_dense(on_gpu), as_dense(on_cpu), atol=1e-5, rtol=0)
+
+
+def test_torch_pair_sums_equal_the_scipy_ones() -> None:
+    # The device path (used for CUDA features) run on the CPU: same pairs, same sums.
+    x = clustered(n=500, d=16, num_ids=15, noise=0.9, seed=6)
+    sims, idx = ranked_neighbours(x, 120)
+    weights = query_expansion(encode_neighbourhoods(sims, idx, x, 30), idx[:, :30], 6)
+    on_scipy = pairwise_min_sums(weights)
+    on_torch = pairwise_min_sums(weights, device="cpu")
+    assert on_scipy.nnz > 500
+    assert np.array_equal(on_scipy.indptr, on_torch.indptr) and np.array_equal(
+        on_scipy.indices, on_torch.indices
+    )
+    np.testing.assert_allclose(on_scipy.data, on_torch.data, rtol=1e-12)
+    assert np.all(on_scipy.indices > np.repeat(np.arange(500), np.diff(on_scipy.indptr)))  # strictly upper

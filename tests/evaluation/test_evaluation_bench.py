@@ -17,6 +17,7 @@ def test_small_benchmark_writes_a_complete_result(tmp_path):
     assert result["metrics"]["num_valid_queries"] > 0
     assert result["baseline"]["metrics_agree_on_subset"] is True
     assert result["baseline"]["naive_full_sort_extrapolated_s"] > 0
+    assert result["baseline"]["gemm_probe"]["numpy_matmul_s"] > 0
     assert result["notes"].startswith("smoke test")
-    assert {"commit", "dirty"} <= result["git"].keys()
-    assert result["versions"]["torch"]
+    assert {"git_commit", "git_dirty", "torch", "date"} <= result["provenance"].keys()
+    assert result["provenance"]["torch"]

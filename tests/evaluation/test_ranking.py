@@ -299,9 +299,17 @@ def test_bad_input_is_rejected_with_a_useful_message(kwargs, message):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    for seed in range(10):
-        qf, gf, lab, chunk, ranks = random_case(seed)
-        args = (lab["q_pids"], lab["g_pids"], lab["q_cams"], lab["g_cams"])
-        on_gpu = evaluate(torch.from_numpy(qf).cuda(), torch.from_numpy(gf).cuda(), *args, ranks=ranks)
-        assert_metrics_equal(on_gpu, reference_metrics(qf, gf, *args, ranks=ranks))
+def test_cuda_matches_reference_even_with_tf32_enabled():
+    saved = torch.backends.cuda.matmul.fp32_precision
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        for seed in range(20):
+            qf, gf, lab, chunk, ranks = random_case(seed)
+            args = (lab["q_pids"], lab["g_pids"], lab["q_cams"], lab["g_cams"])
+            on_gpu = evaluate(
+                torch.from_numpy(qf).cuda(), torch.from_numpy(gf).cuda(), *args, ranks=ranks, chunk_size=chunk
+            )
+            assert_metrics_equal(on_gpu, reference_metrics(qf, gf, *args, ranks=ranks))
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved

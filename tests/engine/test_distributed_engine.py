@@ -1,0 +1,109 @@
+"""Real torchrun runs (gloo, CPU): ranks stay in sync and W processes compute what one process with
+``--bn-groups W`` computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spal.datasets import synthetic
+
+COMMON = [
+    "-d",
+    "synthetic",
+    "--epochs",
+    "1",
+    "--iters",
+    "2",
+    "-b",
+    "16",
+    "--num-instances",
+    "4",
+    "--height",
+    "32",
+    "--width",
+    "16",
+    "-a",
+    "resnet18",
+    "--k1",
+    "6",
+    "--k2",
+    "2",
+    "--eps",
+    "0.7",
+    "--min-samples",
+    "2",
+    "-j",
+    "0",
+    "--eval-step",
+    "1",
+    "--device",
+    "cpu",
+    "--deterministic",
+    "--seed",
+    "3",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp-data")
+    synthetic.generate(
+        out, "market1501", num_ids=12, num_cams=3, images_per_id=6, height=32, width=16, seed=5
+    )
+    return out
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _train(args: list[str], logs: Path, nproc: int = 1) -> dict:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = (launcher if nproc > 1 else [sys.executable]) + [
+        "-m",
+        "spal",
+        "train",
+        *args,
+        "--logs-dir",
+        str(logs),
+    ]
+    proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return torch.load(logs / "checkpoint.pth", map_location="cpu", weights_only=False)
+
+
+def _metrics(logs: Path) -> list[dict]:
+    return [json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [2, 4])
+def test_torchrun_matches_single_process_with_bn_groups(data_dir: Path, tmp_path: Path, nproc: int) -> None:
+    args = [*COMMON, "--data-dir", str(data_dir)]
+    multi = _train(args, tmp_path / "multi", nproc=nproc)
+    single = _train([*args, "--bn-groups", str(nproc)], tmp_path / "single")
+
+    multi_metrics, single_metrics = _metrics(tmp_path / "multi"), _metrics(tmp_path / "single")
+    # Ranks stayed in sync: every rank's parameters and memory gave the same checksum.
+    assert multi_metrics[0]["rank_spread"] == 0.0
+    # The label phase (rank 0, broadcast) saw the same memory, so it found the same clusters and asked the same.
+    for key in ("num_clusters", "num_outliers", "queries_spent", "pairs_known"):
+        assert multi_metrics[0][key] == single_metrics[0][key], key
+    assert multi["graph"] == single["graph"]
+    # The same images, augmentation, BatchNorm groups and loss normalisation give the same step (up to the order
+    # of floating-point reductions in the gradient all-reduce).
+    for name, value in single["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(multi["model"][name], value, atol=2e-4, rtol=1e-3, msg=name)
+    torch.testing.assert_close(multi["memory"], single["memory"], atol=2e-4, rtol=1e-3)
+    assert not (tmp_path / "multi" / "checkpoint-rank1.pth").exists()
+    assert sorted(p.name for p in (tmp_path / "multi").glob("*.pth")) == ["checkpoint.pth"]
