@@ -16,7 +16,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_distributed", "broadcast_object", "all_gather_cat", "barrier", "shutdown"]
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "broadcast_object",
+    "all_gather_cat",
+    "average_buffers",
+    "barrier",
+    "shutdown",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,22 @@ def all_gather_cat(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def average_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Replace every floating-point buffer (BatchNorm running statistics) by its mean over the ranks.
+
+    Each rank updates its running statistics from its own share of the batch (DDP runs with
+    ``broadcast_buffers=False``). The running averages are linear in the batch statistics, so averaging them once
+    at the end of an epoch gives exactly the running statistics of one process that normalises the same groups
+    separately (``--bn-groups``), whose update is the mean over groups.
+    """
+    if not ctx.distributed:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(ctx.world_size)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -235,9 +235,7 @@ def _constrained(
     return labels
 
 
-def _join(
-    c: int, joined: np.ndarray, forbidden: np.ndarray, cl_ptr: np.ndarray, cl_comps: np.ndarray
-) -> np.ndarray:
+def _join(c: int, joined: np.ndarray, forbidden: np.ndarray, cl_ptr: np.ndarray, cl_comps: np.ndarray) -> np.ndarray:
     """Record that component ``c`` joined the current cluster; returns the components it marked forbidden."""
     joined[c] = True
     partners = cl_comps[cl_ptr[c] : cl_ptr[c + 1]]

@@ -215,9 +215,7 @@ def query_expansion(weights: sp.csr_matrix, idx: np.ndarray, k2: int) -> sp.csr_
     if k2 <= 1:
         return weights
     cols = idx[:, :k2].ravel()
-    averaging = sp.csr_matrix(
-        (np.full(cols.size, 1.0 / k2), cols, np.arange(0, cols.size + 1, k2)), shape=(n, n)
-    )
+    averaging = sp.csr_matrix((np.full(cols.size, 1.0 / k2), cols, np.arange(0, cols.size + 1, k2)), shape=(n, n))
     out = (averaging @ weights).tocsr()
     out.sort_indices()
     return out
@@ -287,9 +285,7 @@ class _ColumnSuccessors:
     def of(cls, weights: sp.csr_matrix) -> _ColumnSuccessors:
         nnz = weights.nnz
         # Transposing entry numbers gives the CSC slot of every CSR entry.
-        order = sp.csr_matrix(
-            (np.arange(1, nnz + 1), weights.indices, weights.indptr), shape=weights.shape
-        ).tocsc()
+        order = sp.csr_matrix((np.arange(1, nnz + 1), weights.indices, weights.indptr), shape=weights.shape).tocsc()
         slot = np.empty(nnz, dtype=np.int64)
         slot[order.data - 1] = np.arange(nnz)
         column_end = np.repeat(order.indptr[1:], np.diff(order.indptr))
@@ -323,9 +319,7 @@ def _min_sums_torch(weights: sp.csr_matrix, layout: _ColumnSuccessors, device: t
         counts_t = put(counts)
         # Partner slot of pair p of entry g: first[g] + (p - start of g's run).
         shift = put(layout.first[lo:hi][keep] - (np.cumsum(counts) - counts))
-        partner = torch.arange(total, device=device) + torch.repeat_interleave(
-            shift, counts_t, output_size=total
-        )
+        partner = torch.arange(total, device=device) + torch.repeat_interleave(shift, counts_t, output_size=total)
         own = torch.repeat_interleave(put(weights.data[lo:hi][keep]), counts_t, output_size=total)
         row = torch.repeat_interleave(put(entry_rows[lo:hi][keep]), counts_t, output_size=total)
         unique, inverse = torch.unique(row * n + rows[partner], return_inverse=True)
@@ -344,9 +338,7 @@ def _min_sums_torch(weights: sp.csr_matrix, layout: _ColumnSuccessors, device: t
 def _row_chunks(weights: np.ndarray, budget: int) -> list[tuple[int, int]]:
     """Split ``range(len(weights))`` into consecutive ranges whose weight sums stay near ``budget``."""
     n = weights.size
-    bounds = np.searchsorted(
-        np.cumsum(weights), np.arange(budget, int(weights.sum()) + budget, budget), side="right"
-    )
+    bounds = np.searchsorted(np.cumsum(weights), np.arange(budget, int(weights.sum()) + budget, budget), side="right")
     edges = np.unique(np.concatenate(([0], np.minimum(bounds, n), [n])))
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 

@@ -1,16 +1,15 @@
 """Exact k-nearest-neighbour search by inner product, behind one small function.
 
 CPU features go to a faiss ``IndexFlatIP``. Features on a CUDA device stay there: a faiss GPU index when
-faiss was built with GPU support, otherwise blocks of ``queries @ database.T`` and ``topk`` in torch, in full
-float32 (TF32 is switched off for the search, since it would make the search inexact). Results are re-sorted
-so that ties in similarity go to the lower index, which makes every caller's neighbour lists deterministic
-whatever the backend's internal order is.
+faiss was built with GPU support, otherwise blocks of ``queries @ database.T`` and ``topk`` in torch. The
+torch products are taken in float64: a float32 product may run in TF32 (10-bit mantissa) when the training
+code has enabled it globally, which would make the search inexact, and switching the global flag here
+could break the caller (torch refuses to mix its legacy and new TF32 switches). Results are re-sorted so that
+ties in similarity go to the lower index, which makes every caller's neighbour lists deterministic whatever
+the backend's internal order is.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import faiss
 import numpy as np
@@ -20,8 +19,8 @@ __all__ = ["knn_search", "torch_knn"]
 
 # Extra neighbours fetched so that ties straddling the k-th place can be resolved by index.
 _TIE_MARGIN = 8
-# Similarity entries computed at once by the torch search (1 GiB of float32).
-_BLOCK_ENTRIES = 1 << 28
+# Similarity entries computed at once by the torch search (1 GiB of float64).
+_BLOCK_ENTRIES = 1 << 27
 
 
 def _as_float32(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -42,21 +41,7 @@ def _sort_ties(sims: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, n
     return sims.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
 
 
-@contextlib.contextmanager
-def _exact_float32_matmul() -> Iterator[None]:
-    """Disable TF32 for CUDA matrix products inside the block (a trainer may have enabled it globally)."""
-    matmul = torch.backends.cuda.matmul
-    previous = matmul.fp32_precision
-    matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        matmul.fp32_precision = previous
-
-
-def torch_knn(
-    database: torch.Tensor, k: int, queries: torch.Tensor | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def torch_knn(database: torch.Tensor, k: int, queries: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product k-NN in torch, on the tensors' device (the CUDA path without faiss GPU).
 
     Args:
@@ -67,17 +52,16 @@ def torch_knn(
     Returns:
         Same as :func:`knn_search`.
     """
-    db = database.detach().float()
-    q = db if queries is None else queries.detach().float().to(db.device)
+    db = database.detach().double()
+    q = db if queries is None else queries.detach().to(db.device, torch.float64)
     n = db.shape[0]
     extra = min(n, k + _TIE_MARGIN)
     block = max(1, _BLOCK_ENTRIES // max(n, 1))
     sims, idx = [], []
-    with _exact_float32_matmul():
-        for start in range(0, q.shape[0], block):
-            values, indices = torch.topk(q[start : start + block] @ db.T, extra, dim=1)
-            sims.append(values.cpu())
-            idx.append(indices.cpu())
+    for start in range(0, q.shape[0], block):
+        values, indices = torch.topk(q[start : start + block] @ db.T, extra, dim=1)
+        sims.append(values.cpu())  # float64 until the ties are sorted
+        idx.append(indices.cpu())
     return _sort_ties(torch.cat(sims).numpy(), torch.cat(idx).numpy(), k)
 
 

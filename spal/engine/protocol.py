@@ -31,7 +31,14 @@ from spal.active import (
 )
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance
 from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader
-from spal.distributed import DistContext, all_gather_cat, barrier, broadcast_object, init_distributed
+from spal.distributed import (
+    DistContext,
+    all_gather_cat,
+    average_buffers,
+    barrier,
+    broadcast_object,
+    init_distributed,
+)
 from spal.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from spal.engine.config import TrainConfig
 from spal.engine.trainer import EpochTargets, train_epoch
@@ -223,7 +230,7 @@ def run_training(
     augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128)))
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
         )
 
     for epoch in range(state.start_epoch, cfg.epochs):
@@ -270,6 +277,7 @@ def run_training(
             )
         times["train"] = timer.seconds
         if ctx.distributed:
+            average_buffers(_unwrap(model), ctx)
             losses["rank_spread"] = _rank_spread(model, memory, ctx)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()

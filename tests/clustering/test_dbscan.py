@@ -42,9 +42,7 @@ class FakeConstraints:
         return bool(len(self._cannot)) or bool((self._comp != np.arange(self.n)).any())
 
 
-def literal_spec(
-    dense: np.ndarray, eps: float, min_samples: int, graph: FakeConstraints | None
-) -> np.ndarray:
+def literal_spec(dense: np.ndarray, eps: float, min_samples: int, graph: FakeConstraints | None) -> np.ndarray:
     """SPEC 3.2's pseudo-code as written, with the authors' scan of the cluster for the cannot-link test."""
     n = len(dense)
     comp = graph.component_ids() if graph else np.arange(n)

@@ -138,9 +138,7 @@ def test_self_comes_first_even_with_duplicates() -> None:
     x = np.repeat(np.eye(4, dtype=np.float32), 3, axis=0)  # 12 points, each feature 3 times
     _, idx = ranked_neighbours(x, 4)
     assert np.array_equal(idx[:, 0], np.arange(12))
-    assert all(
-        set(idx[i, 1:3]) == {j for j in range(3 * (i // 3), 3 * (i // 3) + 3) if j != i} for i in range(12)
-    )
+    assert all(set(idx[i, 1:3]) == {j for j in range(3 * (i // 3), 3 * (i // 3) + 3) if j != i} for i in range(12))
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -184,8 +182,6 @@ def test_torch_pair_sums_equal_the_scipy_ones() -> None:
     on_scipy = pairwise_min_sums(weights)
     on_torch = pairwise_min_sums(weights, device="cpu")
     assert on_scipy.nnz > 500
-    assert np.array_equal(on_scipy.indptr, on_torch.indptr) and np.array_equal(
-        on_scipy.indices, on_torch.indices
-    )
+    assert np.array_equal(on_scipy.indptr, on_torch.indptr) and np.array_equal(on_scipy.indices, on_torch.indices)
     np.testing.assert_allclose(on_scipy.data, on_torch.data, rtol=1e-12)
     assert np.all(on_scipy.indices > np.repeat(np.arange(500), np.diff(on_scipy.indptr)))  # strictly upper

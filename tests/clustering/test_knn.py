@@ -36,9 +36,7 @@ def test_torch_path_equals_faiss() -> None:
     q = normalised(40, 16, 2)
     for queries in (None, q):
         faiss_sims, faiss_idx = knn_search(x, 25, queries)
-        torch_sims, torch_idx = torch_knn(
-            torch.from_numpy(x), 25, None if queries is None else torch.from_numpy(q)
-        )
+        torch_sims, torch_idx = torch_knn(torch.from_numpy(x), 25, None if queries is None else torch.from_numpy(q))
         assert np.array_equal(faiss_idx, torch_idx)
         np.testing.assert_allclose(faiss_sims, torch_sims, atol=1e-6)
 
@@ -53,13 +51,13 @@ def test_k_is_clipped_to_n_and_empty_inputs_work() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors_are_searched_exactly() -> None:
     x = normalised(3000, 64, 4)
-    torch.backends.cuda.matmul.fp32_precision = (
-        "tf32"  # a trainer may leave TF32 on; the search must not use it
-    )
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"  # a trainer may leave TF32 on; the search must stay exact
     try:
         cuda_sims, cuda_idx = knn_search(torch.from_numpy(x).cuda(), 30)
     finally:
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        matmul.fp32_precision = previous
     cpu_sims, cpu_idx = knn_search(x, 30)
     assert (cuda_idx == cpu_idx).mean() > 0.999  # float32 rounding may swap near-ties
     np.testing.assert_allclose(cuda_sims, cpu_sims, atol=1e-5)

@@ -33,9 +33,7 @@ def test_random_cases_against_brute_force(seed: int) -> None:
     same_cluster = [labels[a] >= 0 and labels[a] == labels[b] for a, b in itertools.combinations(range(n), 2)]
     same_pid = [pids[a] == pids[b] for a, b in itertools.combinations(range(n), 2)]
     true_positive = sum(c and p for c, p in zip(same_cluster, same_pid))
-    assert stats["pairwise_precision"] == pytest.approx(
-        true_positive / sum(same_cluster) if any(same_cluster) else 0
-    )
+    assert stats["pairwise_precision"] == pytest.approx(true_positive / sum(same_cluster) if any(same_cluster) else 0)
     assert stats["pairwise_recall"] == pytest.approx(true_positive / sum(same_pid) if any(same_pid) else 0)
     singletons = np.where(labels < 0, 1000 + np.arange(n), labels)
     assert stats["nmi"] == pytest.approx(normalized_mutual_info_score(pids, singletons))

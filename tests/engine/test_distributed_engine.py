@@ -87,7 +87,8 @@ def _metrics(logs: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nproc", [2, 4])
-def test_torchrun_matches_single_process_with_bn_groups(data_dir: Path, tmp_path: Path, nproc: int) -> None:
+def test_torchrun_matches_single_process_with_bn_groups(data_dir: Path, tmp_path_factory, nproc: int) -> None:
+    tmp_path = tmp_path_factory.mktemp(f"ddp{nproc}")
     args = [*COMMON, "--data-dir", str(data_dir)]
     multi = _train(args, tmp_path / "multi", nproc=nproc)
     single = _train([*args, "--bn-groups", str(nproc)], tmp_path / "single")
@@ -99,11 +100,16 @@ def test_torchrun_matches_single_process_with_bn_groups(data_dir: Path, tmp_path
     for key in ("num_clusters", "num_outliers", "queries_spent", "pairs_known"):
         assert multi_metrics[0][key] == single_metrics[0][key], key
     assert multi["graph"] == single["graph"]
-    # The same images, augmentation, BatchNorm groups and loss normalisation give the same step (up to the order
-    # of floating-point reductions in the gradient all-reduce).
+    # The same images, augmentation, BatchNorm groups and loss normalisation give the same steps, up to the order
+    # of floating-point sums in the gradient all-reduce. Adam turns that rounding into at most about lr per step
+    # for weights whose gradient is ~0 (it divides by sqrt(v)), so the bound is 2 lr per step at the worst
+    # element, and the typical element must agree far more closely.
+    lr, steps = 3.5e-4, 2
     for name, value in single["model"].items():
         if value.is_floating_point():
-            torch.testing.assert_close(multi["model"][name], value, atol=2e-4, rtol=1e-3, msg=name)
-    torch.testing.assert_close(multi["memory"], single["memory"], atol=2e-4, rtol=1e-3)
+            diff = (multi["model"][name] - value).abs()
+            assert diff.max() <= 2 * lr * steps, name
+            assert diff.mean() <= 1e-5, name
+    torch.testing.assert_close(multi["memory"], single["memory"], atol=1e-3, rtol=0)
     assert not (tmp_path / "multi" / "checkpoint-rank1.pth").exists()
     assert sorted(p.name for p in (tmp_path / "multi").glob("*.pth")) == ["checkpoint.pth"]
