@@ -47,8 +47,9 @@ import scipy
 import scipy.sparse as sp
 import torch
 
+from harness.bench.common import proc_status_mb, reset_peak_rss
 from harness.environment import collect_environment
-from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance
+from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.clustering.jaccard import half_list_length, ranked_neighbours
 from spal.clustering.knn import torch_knn
 
@@ -116,11 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     meter = _Meter(device)
     meter.run("knn_baseline", lambda: _bare_knn(features, args.k1))
     with _StageRecorder() as stages:
-        distances = meter.run("jaccard", lambda: jaccard_distance(features, args.k1, args.k2))
+        # As in the training loop: one k-NN table an epoch, shared by the Jaccard step and the selection.
+        table: dict[str, Any] = {}
+
+        def jaccard() -> sp.csr_matrix:
+            start = time.perf_counter()
+            table["neighbours"] = neighbour_table(features, args.k1)
+            table["knn_s"] = time.perf_counter() - start
+            return jaccard_distance(features, args.k1, args.k2, neighbours=table["neighbours"])
+
+        distances = meter.run("jaccard", jaccard)
     plain = meter.run("dbscan_plain", lambda: constrained_dbscan(distances, args.eps, args.min_samples))
-    active = _constrained_part(args, features, pids, distances, meter)
+    active = _constrained_part(args, features, pids, distances, meter, table["neighbours"])
     timing, memory = meter.seconds, meter.peak_mb
-    timing["jaccard_steps_s"] = stages.seconds
+    timing["jaccard_steps_s"] = {"knn": table["knn_s"], **stages.seconds}
     knn = timing["knn_baseline_s"]
     clustering = timing["jaccard_s"] + timing.get("dbscan_constrained_s", timing["dbscan_plain_s"])
     label_phase = clustering + timing.get("selection_s", 0.0)
@@ -190,10 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"label-phase-{args.size}-{args.device}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(
+    sys.stdout.write(
         f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
         f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "
-        f"peak RSS {memory['label_phase_process_peak_rss_mb']:.0f} MB -> {path}"
+        f"peak RSS {memory['label_phase_process_peak_rss_mb']:.0f} MB -> {path}\n"
     )
     return 0
 
@@ -310,6 +320,7 @@ def _constrained_part(
     pids: np.ndarray,
     distances: sp.csr_matrix,
     meter: _Meter,
+    neighbours: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, Any]:
     """Constrained DBSCAN and the support-pair step, when ``spal.active`` provides them."""
     names = ("ConstraintGraph", "GroundTruthOracle", "Budget", "select_support_pairs")
@@ -336,7 +347,10 @@ def _constrained_part(
     labels = meter.run("dbscan_constrained", lambda: constrained_dbscan(distances, args.eps, args.min_samples, graph))
     budget = active.Budget(2 * n)
     oracle = active.GroundTruthOracle(pids)
-    asked = meter.run("selection", lambda: active.select_support_pairs(labels, features, graph, budget, oracle))
+    asked = meter.run(
+        "selection",
+        lambda: active.select_support_pairs(labels, features, graph, budget, oracle, neighbours=neighbours),
+    )
     components = graph.component_ids()
     return {
         "constraints": {
@@ -421,7 +435,7 @@ class _Meter:
         self.device = device
         self.seconds: dict[str, Any] = {}
         # Everything before the first step (features, libraries, warm-up).
-        self.peak_mb: dict[str, Any] = {"setup_peak_rss_mb": _proc_status_mb("VmHWM")}
+        self.peak_mb: dict[str, Any] = {"setup_peak_rss_mb": proc_status_mb("VmHWM")}
 
     def process_peak_mb(self) -> float:
         """The process's peak RSS so far: resetting VmHWM also resets ``ru_maxrss``, so take the largest of
@@ -432,7 +446,7 @@ class _Meter:
     def run(self, name: str, function: Callable[[], _T]) -> _T:
         """Call ``function`` once; ``seconds[name + "_s"]`` and ``peak_mb[name + "_peak_rss_mb"]`` get its
         wall time (after a CUDA synchronisation on a GPU) and peak resident memory (None off Linux)."""
-        reset = _reset_peak_rss()
+        reset = reset_peak_rss()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
@@ -440,28 +454,8 @@ class _Meter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds[f"{name}_s"] = time.perf_counter() - start
-        self.peak_mb[f"{name}_peak_rss_mb"] = _proc_status_mb("VmHWM") if reset else None
+        self.peak_mb[f"{name}_peak_rss_mb"] = proc_status_mb("VmHWM") if reset else None
         return value
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process, so that it measures what follows."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _proc_status_mb(field: str) -> float | None:
-    """A ``kB`` field of ``/proc/self/status`` in MiB (``VmHWM``: peak resident memory); None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _notes(extra: str, load_before: tuple[float, ...], load_after: tuple[float, ...], constraints: dict | None) -> str:

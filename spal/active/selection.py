@@ -202,6 +202,7 @@ def _nearest_outside_pairs(
     search_features: torch.Tensor | np.ndarray,
     k: int,
     tol: float,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[int, tuple[int, int]]:
     """The uncertain negative of every cluster that does not hold every point.
 
@@ -213,6 +214,8 @@ def _nearest_outside_pairs(
         search_features: the same features, possibly a CUDA tensor (k-NN search there when faiss can).
         k: neighbours fetched for every clustered point in the first search.
         tol: error bound of the float32 search.
+        neighbours: an inner-product k-NN table ``(sims, idx)``, ``(n, w)`` each, of the same (L2-normalised)
+            features, used as the first search (on unit vectors the inner-product order is the distance order).
 
     Returns:
         cluster position (in ``members``) -> ``(a, b)``: ``a`` in the cluster, ``b`` outside, smallest exact
@@ -231,7 +234,8 @@ def _nearest_outside_pairs(
     best_a = np.full(len(members), -1, dtype=np.int64)
     best_b = np.full(len(members), -1, dtype=np.int64)
 
-    pending = {min(n, k): np.concatenate([members[pos] for pos in active])}
+    first = neighbours[1].shape[1] if neighbours is not None else min(n, k)
+    pending = {first: np.concatenate([members[pos] for pos in active])}
     while pending:
         k_round = min(pending)
         queries = pending.pop(k_round)
@@ -242,14 +246,15 @@ def _nearest_outside_pairs(
             database, query_rows = database.cpu(), query_rows.cpu()
         for start in range(0, len(queries), chunk):
             q = queries[start : start + chunk]
-            sims, neighbours = knn_search(
-                database, k_round, query_rows[torch.from_numpy(q).to(query_rows.device)]
-            )
-            screened = sq_norms[q, None] - sims.astype(np.float64)
+            if neighbours is not None and k_round == first:
+                # The table of the Jaccard step: squared distance = |a|^2 + |b|^2 - 2 a.b (= 2 - 2 a.b).
+                listed = neighbours[1][q]
+                screened = sq_norms[q, None] + sq_norms[listed] - 2.0 * neighbours[0][q].astype(np.float64)
+            else:
+                sims, listed = knn_search(database, k_round, query_rows[torch.from_numpy(q).to(query_rows.device)])
+                screened = sq_norms[q, None] - sims.astype(np.float64)
             last[start : start + chunk] = screened[:, -1]
-            candidates.append(
-                _screened_candidates(q, neighbours, screened, labels, position, len(members), tol)
-            )
+            candidates.append(_screened_candidates(q, listed, screened, labels, position, len(members), tol))
         a, b = (np.concatenate(parts) for parts in zip(*candidates))
         a = np.concatenate([a, best_a[best_a >= 0]])
         b = np.concatenate([b, best_b[best_b >= 0]])
@@ -306,6 +311,7 @@ def plan_support_pairs(
     features: torch.Tensor | np.ndarray,
     kinds: Iterable[str] = KINDS,
     k: int = KNN_K,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[int, int, str]]:
     """The DUS candidates of SPEC section 3.3, without asking anything (pure: e.g. for an annotation UI).
 
@@ -316,6 +322,9 @@ def plan_support_pairs(
         kinds: which candidates to plan: ``"positive"``, ``"negative"`` or both.
         k: neighbours per point in the first nearest-outside search (a speed knob; the result does not depend
             on it).
+        neighbours: optional ``(sims, idx)`` inner-product k-NN table ``(n, w)`` of the same features, e.g. the
+            one :func:`spal.clustering.jaccard_distance` was given, so that the epoch searches once. Only for
+            L2-normalised features (checked); the result does not depend on it.
 
     Returns:
         ``(a, b, kind)`` for every cluster in increasing id, its positive before its negative, ``a`` in the
@@ -353,7 +362,11 @@ def plan_support_pairs(
     negatives: dict[int, tuple[int, int]] = {}
     if "negative" in kinds:
         tol = _screening_tolerance(dim + 1, 4.0 * max_sq, float(np.finfo(np.float32).eps) / 2)
-        negatives = _nearest_outside_pairs(labels_np, members, features_np, sq_norms, features, k, tol)
+        if neighbours is not None and not np.allclose(sq_norms, 1.0, atol=1e-3):
+            raise ValueError("a precomputed k-NN table is only valid for L2-normalised features")
+        negatives = _nearest_outside_pairs(
+            labels_np, members, features_np, sq_norms, features, k, tol, neighbours=neighbours
+        )
     plan: list[tuple[int, int, str]] = []
     for pos in range(len(members)):
         if pos in positives and positives[pos][0] != positives[pos][1]:
@@ -462,6 +475,7 @@ def select_support_pairs(
     rng: np.random.Generator | None = None,
     on_pair: Callable[[int, int, str], None] | None = None,
     k: int = KNN_K,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[int, int, bool]]:
     """Ask the oracle about this epoch's support pairs and record the answers (SPEC section 3.3).
 
@@ -480,7 +494,7 @@ def select_support_pairs(
         rng: the random strategy's generator (required there, unused otherwise).
         on_pair: called as ``on_pair(a, b, kind)`` just before each question (kind ``"positive"``,
             ``"negative"`` or ``"random"``), e.g. :meth:`spal.active.LoggedOracle.note_kind`.
-        k: see :func:`plan_support_pairs`.
+        k, neighbours: see :func:`plan_support_pairs`.
 
     Returns:
         The pairs asked, ``(a, b, same)``, in order.
@@ -498,13 +512,13 @@ def select_support_pairs(
         return []
     if strategy == "random":
         assert rng is not None
-        plan = plan_support_pairs(labels_np, features, k=k)
+        plan = plan_support_pairs(labels_np, features, k=k, neighbours=neighbours)
         distinct = {(min(a, b), max(a, b)) for a, b, _ in plan}
         count = min(budget.remaining, sum(not constraints.known(a, b) for a, b in distinct))
         candidates: Iterable[tuple[int, int, str]] = _random_pairs(labels_np, constraints, count, rng)
     else:
         kinds = {"dus": KINDS, "positive-only": ("positive",), "negative-only": ("negative",)}[strategy]
-        candidates = plan_support_pairs(labels_np, features, kinds=kinds, k=k)
+        candidates = plan_support_pairs(labels_np, features, kinds=kinds, k=k, neighbours=neighbours)
     asked = _ask(candidates, constraints, budget, oracle, on_pair)
     log.info(
         "selection (%s): asked %d pairs (%d same, %d different); %d queries left",

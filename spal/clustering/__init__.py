@@ -6,8 +6,8 @@
 """
 
 from spal.clustering.dbscan import constrained_dbscan
-from spal.clustering.jaccard import jaccard_distance
+from spal.clustering.jaccard import jaccard_distance, neighbour_table
 from spal.clustering.knn import knn_search
 from spal.clustering.metrics import cluster_statistics
 
-__all__ = ["cluster_statistics", "constrained_dbscan", "jaccard_distance", "knn_search"]
+__all__ = ["cluster_statistics", "constrained_dbscan", "jaccard_distance", "knn_search", "neighbour_table"]

@@ -349,7 +349,13 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def jaccard_distance(features: torch.Tensor | np.ndarray, k1: int = 30, k2: int = 6) -> sp.csr_matrix:
+def jaccard_distance(
+    features: torch.Tensor | np.ndarray,
+    k1: int = 30,
+    k2: int = 6,
+    *,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance of SPEC 3.1, as a sparse matrix.
 
     Args:
@@ -357,6 +363,8 @@ def jaccard_distance(features: torch.Tensor | np.ndarray, k1: int = 30, k2: int 
             search runs on the tensor's device.
         k1: neighbour-list length (self included); clipped to ``n``.
         k2: query-expansion size (self included); 1 skips the expansion; clipped to ``min(k1, n)``.
+        neighbours: a precomputed :func:`neighbour_table` of the same features (so that the epoch's support-pair
+            selection can reuse the one search); computed here when ``None``.
 
     Returns:
         ``(n, n)`` float32 CSR with sorted indices, symmetric: ``d(i, j)`` for every pair with ``d < 1``
@@ -374,15 +382,32 @@ def jaccard_distance(features: torch.Tensor | np.ndarray, k1: int = 30, k2: int 
         return sp.csr_matrix((0, 0), dtype=np.float32)
     clock = _StageClock()
     k = min(k1, n)
-    # A wider search costs the same as a k1 search (the inner products dominate) and saves most of the
-    # dot products of expanded members lying beyond the k1-th neighbour.
-    sims, idx = clock("knn", ranked_neighbours, features, min(n, _TABLE_WIDTH * k))
+    if neighbours is None:
+        sims, idx = clock("knn", neighbour_table, features, k1)
+    else:
+        sims, idx = neighbours
+        if idx.shape != (n, min(n, _TABLE_WIDTH * k)):
+            raise ValueError(f"neighbours must be neighbour_table(features, k1={k1}), shape ({n}, "
+                             f"{min(n, _TABLE_WIDTH * k)}); got {idx.shape}")
     _check_normalised(sims[:, 0])
     weights = clock("encode", encode_neighbourhoods, sims, idx, features, k1)
     weights = clock("query_expansion", query_expansion, weights, idx[:, :k], k2)
     on_cuda = isinstance(features, torch.Tensor) and features.is_cuda
     sums = clock("min_sums", pairwise_min_sums, weights, features.device if on_cuda else None)
     return clock("assemble", distances_from_overlaps, sums)
+
+
+def neighbour_table(features: torch.Tensor | np.ndarray, k1: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """The k-NN table :func:`jaccard_distance` works from: :func:`ranked_neighbours` of ``4 k1`` entries.
+
+    A wider search costs the same as a k1 search (the inner products dominate) and saves most of the dot products
+    of expanded members lying beyond the k1-th neighbour; the support-pair selection reuses it too.
+
+    Returns:
+        ``(sims, idx)``: ``(n, min(n, 4 k1))`` float32 and int64, self first, then by decreasing similarity.
+    """
+    n = features.shape[0]
+    return ranked_neighbours(features, min(n, _TABLE_WIDTH * min(k1, n)))
 
 
 def _check_normalised(self_similarity: np.ndarray) -> None:

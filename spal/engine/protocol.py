@@ -29,7 +29,7 @@ from spal.active import (
     parse_budget,
     select_support_pairs,
 )
-from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance
+from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader
 from spal.distributed import (
     DistContext,
@@ -172,6 +172,12 @@ def run_training(
             answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
     """
     ctx = ctx or init_distributed(cfg.device)
+    if cfg.batch_size % (ctx.world_size * cfg.num_instances):
+        raise ValueError(
+            f"the global batch {cfg.batch_size} must split into {ctx.world_size} process shares of whole "
+            f"identities ({cfg.num_instances} images each); choose -b as a multiple of "
+            f"{ctx.world_size * cfg.num_instances}"
+        )
     logs_dir = Path(cfg.logs_dir)
     if ctx.is_main:
         logs_dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +378,9 @@ def _label_phase(
     """Distances, clustering and support-pair selection on rank 0 (mutates ``graph`` and ``budget``)."""
     device = features.device
     with _Timer(device) as timer:
-        distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2)
+        # One k-NN search an epoch: the Jaccard distance and the nearest-outside search of DUS share it.
+        neighbours = neighbour_table(features, k1=cfg.k1)
+        distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2, neighbours=neighbours)
     times["distance"] = timer.seconds
     with _Timer(device) as timer:
         labels = cluster(

@@ -280,3 +280,21 @@ def test_bad_arguments_are_refused_with_a_hint():
     with pytest.raises(ValueError, match="kinds"):
         plan_support_pairs([0, 0, 1], features, kinds=("sideways",))
     assert oracle.calls == []
+
+
+def test_shared_neighbour_table_gives_the_same_pairs() -> None:
+    """Reusing the Jaccard step's k-NN table changes the work, never the pairs (fallback searches included)."""
+    from spal.clustering import neighbour_table
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(12, 16))
+    points = np.repeat(centres, 30, axis=0) + 0.3 * rng.normal(size=(360, 16))
+    features = torch.nn.functional.normalize(torch.as_tensor(points, dtype=torch.float32), dim=1)
+    labels = np.repeat(np.arange(12), 30)
+    labels[rng.choice(360, 40, replace=False)] = -1
+    # A table narrower than a cluster forces the exact fallback search for some members.
+    table = neighbour_table(features, k1=5)
+    assert table[1].shape[1] < 30
+    assert plan_support_pairs(labels, features, neighbours=table) == plan_support_pairs(labels, features)
+    with pytest.raises(ValueError, match="normalised"):
+        plan_support_pairs(labels, features * 2, neighbours=table)
