@@ -134,7 +134,8 @@ class _Timer:
 
 def evaluate_on_test(
     model: torch.nn.Module, data: datasets.ReIDDataset, cfg: TrainConfig, ctx: DistContext
-) -> dict:
+) -> dict[str, float | int]:
+    """Extract query and gallery features and return mAP, mINP and CMC in percent (SPEC 3.6)."""
     query = make_eval_loader(data.query, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
     gallery = make_eval_loader(data.gallery, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
     qf = extract_features(model, query, device=ctx.device, desc="extract query")
@@ -150,7 +151,8 @@ def evaluate_on_test(
     return {**_percent(result), "num_valid_queries": int(result["num_valid_queries"])}
 
 
-def _make_oracle(cfg: TrainConfig, pids: np.ndarray, log_file: AnnotationLog, epoch: int, paths: list[str]):
+def _make_oracle(pids: np.ndarray, log_file: AnnotationLog, epoch: int, paths: list[str]) -> LoggedOracle:
+    """The paper's oracle (ground-truth identities) behind the annotation log, which replays earlier answers."""
     return LoggedOracle(GroundTruthOracle(pids), log_file, epoch=epoch, paths=paths, annotator="ground-truth")
 
 
@@ -409,7 +411,7 @@ def _label_phase(
                 records=records,
             )
         else:
-            oracle = _make_oracle(cfg, pids, annotation_log, epoch, [r[0] for r in records])
+            oracle = _make_oracle(pids, annotation_log, epoch, [r[0] for r in records])
             rng = np.random.default_rng(cfg.seed * 7919 + epoch)
             select_support_pairs(
                 labels,
@@ -452,7 +454,16 @@ def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
 
 
-def _summary(cfg, state, budget, graph, data, ctx, elapsed: float) -> dict[str, Any]:
+def _summary(
+    cfg: TrainConfig,
+    state: _RunState,
+    budget: Budget,
+    graph: ConstraintGraph,
+    data: datasets.ReIDDataset,
+    ctx: DistContext,
+    elapsed: float,
+) -> dict[str, Any]:
+    """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys."""
     evaluated = [m for m in state.metrics if "mAP" in m]
     final = evaluated[-1] if evaluated and evaluated[-1]["epoch"] == cfg.epochs - 1 else {}
     best = max(evaluated, key=lambda m: m["mAP"]) if evaluated else {}

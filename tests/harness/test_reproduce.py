@@ -1,0 +1,97 @@
+"""``make reproduce`` end to end on the smoke protocol: data check, resumable cells, results files, regression."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import _build_cells, _synthetic_data_dir
+from harness.regression import compare_with_baseline
+from harness.runs import run_cell
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+@pytest.mark.parametrize("dataset", ["market1501", "msmt17"])
+def test_missing_data_prints_the_tree_and_fails_fast(tmp_path: Path, dataset: str) -> None:
+    start = time.monotonic()
+    done = _harness("reproduce", f"DATASET={dataset}", "--data-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert time.monotonic() - start < 20
+    assert "Traceback" not in done.stderr
+    expected = {"market1501": ["Market-1501-v15.09.15", "bounding_box_train", "query", "bounding_box_test"],
+                "msmt17": ["MSMT17_V1", "list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"]}
+    for name in expected[dataset]:
+        assert name in done.stderr
+
+
+def _smoke_cell(tmp_path: Path):
+    import argparse
+
+    args = argparse.Namespace(dataset="synthetic", protocol="smoke", seeds="1", layouts="market1501", override=[])
+    cells, _ = _build_cells(args, "full")
+    assert len(cells) == 1
+    return cells[0]
+
+
+ENV = {"git_commit": "0" * 40, "git_dirty": False, "torch": "x"}
+
+
+@pytest.mark.slow
+def test_cell_runs_then_is_complete_then_resumes(tmp_path: Path) -> None:
+    cell = _smoke_cell(tmp_path)
+    data_dir = _synthetic_data_dir(str(tmp_path / "data"), cell.train)
+    results, logs = tmp_path / "results", tmp_path / "logs"
+    first = run_cell(cell, results, logs, data_dir, ENV)
+    assert first.status == "ran", first.error
+    run_dir = first.run_dir
+    assert run_dir.parent == results / "runs" / "synthetic" / "smoke"
+    for name in ("config.json", "env.json", "metrics.jsonl", "final.json", "train.log"):
+        assert (run_dir / name).is_file(), name
+    final = json.loads((run_dir / "final.json").read_text())
+    for key in ("mAP", "rank1", "rank5", "rank10", "queries_spent", "budget", "pairs_known"):
+        assert isinstance(final[key], (int, float)), key
+    assert final["synthetic"] is True and final["seed"] == 1
+    assert json.loads((run_dir / "env.json").read_text())["git_commit"] == "0" * 40
+
+    again = run_cell(cell, results, logs, data_dir, ENV)
+    assert again.status == "complete" and again.final == final
+
+    # An interrupted run: its checkpoint is there, its final.json not yet.
+    (run_dir / "final.json").unlink()
+    resumed = run_cell(cell, results, logs, data_dir, ENV)
+    assert resumed.status == "resumed"
+    assert resumed.final["mAP"] == final["mAP"]
+
+
+def test_regression_comparison_flags_only_drops_beyond_tolerance() -> None:
+    baseline = {"mAP": {"market1501": 30.0, "msmt17": 20.0}, "mAP_tolerance": 5.0, "justification": "x"}
+    ok, rows = compare_with_baseline({"market1501": {"mAP": 26.0}, "msmt17": {"mAP": 40.0}}, baseline)
+    assert ok
+    assert [r[-1] for r in rows] == ["ok", "ok (better: the baseline could be raised)"]
+    ok, rows = compare_with_baseline({"market1501": {"mAP": 24.9}, "msmt17": {"mAP": 20.0}}, baseline)
+    assert not ok and rows[0][-1] == "FAIL: regression"
+    ok, rows = compare_with_baseline({"market1501": {"mAP": 30.0}}, baseline)
+    assert not ok and rows[1][-1] == "FAIL: no result"
+
+
+@pytest.mark.slow
+def test_ci_regression_catches_a_broken_method(tmp_path: Path) -> None:
+    """A deliberately broken change (the model never learns: lr 0, no support-pair loss) fails the check."""
+    env = {"SPAL_RESULTS_DIR": str(tmp_path / "results"), "SPAL_LOGS_DIR": str(tmp_path / "logs")}
+    done = _harness("ci-regression", "--data-dir", str(tmp_path / "data"), "--layouts", "market1501",
+                    "--override", "lr=0", "--override", "lambda_sp=0", "--override", "budget=0", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert "FAIL: regression" in done.stdout
+    assert "CI regression check FAILED" in done.stdout
