@@ -43,7 +43,9 @@ bench-label:  ## the label phase at MSMT17 and Market-1501 size, figures to resu
 	$(PY) -m harness.bench.label_phase --size msmt17
 	$(PY) -m harness.bench.label_phase --size market1501
 
-bench: bench-eval bench-label  ## every timing benchmark
+bench: bench-eval bench-label  ## every timing benchmark (+ pytest-benchmark per step, + the training step)
+	$(PY) -m pytest tests/bench --benchmark-enable --benchmark-only \
+		--benchmark-json results/bench/pytest-benchmark-$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')").json
 	$(PY) -m harness bench
 
 reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=paper] [SEEDS=1,2,3] [DATA_DIR=...]

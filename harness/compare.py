@@ -527,9 +527,26 @@ def ablation_records(
                 if dataset in REAL_DATASETS:
                     ref = spal_reference(tables, name, arch, dataset, metric)
                     record[f"paper_{metric}"] = ref[0] if ref else None
+            record["queries_mean"] = stats["queries_spent"].mean if "queries_spent" in stats else None
+            record["verdict"] = ablation_verdict(full_stats, stats) if name != "full" else "-"
             record["run_ids"] = [r.run_id for r in selected.get(key, [])]
             records.append(record)
     return records
+
+
+def ablation_verdict(full: Mapping[str, Summary] | None, variant: Mapping[str, Summary]) -> str:
+    """Does full SPAL beat the variant on mAP? Beyond noise means by more than one standard error of the
+    difference of the two means (``sqrt(s_full^2 / n_full + s_var^2 / n_var)``); one seed cannot say."""
+    if full is None or full["mAP"].mean is None or variant["mAP"].mean is None:
+        return "n/a (no runs)"
+    delta = full["mAP"].mean - variant["mAP"].mean
+    if full["mAP"].n < 2 or variant["mAP"].n < 2:
+        return f"full {'ahead' if delta > 0 else 'behind'} by {abs(delta):.2f} (one seed: no noise estimate)"
+    error = math.sqrt(full["mAP"].std ** 2 / full["mAP"].n + variant["mAP"].std ** 2 / variant["mAP"].n)
+    if abs(delta) <= error:
+        return f"no clear difference ({delta:+.2f}, s.e. {error:.2f})"
+    return f"full SPAL {'better' if delta > 0 else 'worse'} by {abs(delta):.2f} (s.e. {error:.2f})"
+
 
 
 def _paper_ablation_rows(table: Mapping[str, Any], arch: str | None) -> list[dict[str, Any]]:

@@ -477,7 +477,8 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
 def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
     records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
     real = dataset in REAL_DATASETS
-    headers = ["protocol", "variant", "seeds", "mAP", "Δ mAP vs full", "Rank-1", "Δ Rank-1 vs full"]
+    headers = ["protocol", "variant", "seeds", "queries spent", "mAP", "Δ mAP vs full", "Rank-1", "Δ Rank-1 vs full",
+               "verdict (mAP)"]
     if real:
         headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]
     headers.append("runs")
@@ -487,10 +488,12 @@ def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[s
             _protocol_cell(r["protocol"], r["version"]) if r["n_runs"] else "-",
             r["variant"],
             str(r["n_runs"]),
+            fmt_num(r["queries_mean"], 0),
             fmt_mean_std(Summary(r["mAP_mean"], r["mAP_std"], r["n_runs"])),
             fmt_diff(r["mAP_delta"]),
             fmt_mean_std(Summary(r["rank1_mean"], r["rank1_std"], r["n_runs"])),
             fmt_diff(r["rank1_delta"]),
+            r["verdict"],
         ]
         if real:
             row += [fmt_paper(r["paper_mAP"]), fmt_paper(r["paper_rank1"])]

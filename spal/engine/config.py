@@ -7,10 +7,13 @@ keys, and a run's ``config.json`` stores them, so a run can always be traced bac
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["TrainConfig", "CHOICES"]
+
+_BUDGET = re.compile(r"^\s*(\d+|\d*\.?\d+\s*\*?\s*n|n)\s*$")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("market1501", "msmt17", "synthetic"),
@@ -68,6 +71,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.budget = str(self.budget)
+        if not _BUDGET.match(self.budget):
+            raise ValueError(f"budget={self.budget!r}: give a number of pair queries (25872) or a multiple of n (2n, 0.5n)")
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:

@@ -342,3 +342,14 @@ def test_runs_section_names_commit_and_unreadable_files(results: Path) -> None:
     runs = _section(build_report(results), "## Runs")
     assert "aaaaaaaaaaaa" in runs
     assert "broken/config.json: unreadable" in runs
+
+
+def test_ablation_verdict_weighs_the_difference_against_seed_noise() -> None:
+    from harness.compare import Summary, ablation_verdict
+
+    full = {"mAP": Summary(30.0, 1.0, 3)}
+    assert ablation_verdict(full, {"mAP": Summary(20.0, 1.0, 3)}).startswith("full SPAL better by 10.00")
+    assert ablation_verdict(full, {"mAP": Summary(35.0, 1.0, 3)}).startswith("full SPAL worse by 5.00")
+    assert ablation_verdict(full, {"mAP": Summary(29.0, 5.0, 3)}).startswith("no clear difference")
+    assert "one seed" in ablation_verdict({"mAP": Summary(30.0, None, 1)}, {"mAP": Summary(20.0, None, 1)})
+    assert ablation_verdict(None, {"mAP": Summary(20.0, 1.0, 3)}) == "n/a (no runs)"

@@ -1,0 +1,53 @@
+"""The command line: help, clear one-line errors on bad input, works from any directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _spal(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spal", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_train_help_lists_the_architectures(tmp_path: Path) -> None:
+    done = _spal("train", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "{resnet18,resnet50,resnet50_ibn_a}" in done.stdout.replace(" ", "")
+    for flag in ("--budget", "--eps", "--k1", "--k2", "--pretrained", "--resume", "--bn-groups", "--selection"):
+        assert flag in done.stdout
+
+
+def test_missing_real_data_set_is_one_clear_error(tmp_path: Path) -> None:
+    done = _spal("train", "-d", "market1501", "--data-dir", str(tmp_path), "--logs-dir", str(tmp_path / "l"),
+                 cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert str(tmp_path / "market1501" / "Market-1501-v15.09.15") in done.stderr
+
+
+def test_bad_flag_value_is_refused(tmp_path: Path) -> None:
+    done = _spal("train", "--selection", "greedy", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "invalid choice" in done.stderr
+    done = _spal("train", "--budget", "lots", "--epochs", "0", "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "budget" in done.stderr
+
+
+def test_missing_pretrained_file_names_it(tmp_path: Path) -> None:
+    done = _spal("train", "-d", "synthetic", "--data-dir", str(tmp_path / "d"), "--logs-dir", str(tmp_path / "l"),
+                 "--pretrained", str(tmp_path / "resnet50.pth"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "resnet50.pth" in done.stderr
+
+
+def test_synth_writes_the_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    args = ("synth", "--layout", "msmt17", "--out", str(tmp_path / "d"), "--num-ids", "8", "--images-per-id", "4",
+            "--height", "32", "--width", "16")
+    assert _spal(*args, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "d" / "msmt17" / "MSMT17_V1" / "list_gallery.txt").is_file()
+    again = _spal(*args, cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
