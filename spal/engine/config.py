@@ -72,7 +72,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.budget = str(self.budget)
         if not _BUDGET.match(self.budget):
-            raise ValueError(f"budget={self.budget!r}: give a number of pair queries (25872) or a multiple of n (2n, 0.5n)")
+            raise ValueError(
+                f"budget={self.budget!r}: give a number of pair queries (25872) or a multiple of n (2n, 0.5n)"
+            )
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
