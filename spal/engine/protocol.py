@@ -132,14 +132,31 @@ class _Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def _extract_records(
+    model: torch.nn.Module, records: list, cfg: TrainConfig, ctx: DistContext, desc: str
+) -> torch.Tensor:
+    """``(len(records), D)`` features; with several processes each extracts a contiguous share, then all gather."""
+    if not ctx.distributed:
+        loader = make_eval_loader(records, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
+        return extract_features(model, loader, device=ctx.device, desc=desc)
+    share = -(-len(records) // ctx.world_size)
+    mine = records[ctx.rank * share : (ctx.rank + 1) * share]
+    padded = torch.zeros(share, model.feature_dim, device=ctx.device)
+    if mine:
+        loader = make_eval_loader(mine, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
+        padded[: len(mine)] = extract_features(model, loader, device=ctx.device, desc=desc).to(ctx.device)
+    return all_gather_cat(padded, ctx)[: len(records)].cpu()
+
+
 def evaluate_on_test(
     model: torch.nn.Module, data: datasets.ReIDDataset, cfg: TrainConfig, ctx: DistContext
 ) -> dict[str, float | int]:
-    """Extract query and gallery features and return mAP, mINP and CMC in percent (SPEC 3.6)."""
-    query = make_eval_loader(data.query, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
-    gallery = make_eval_loader(data.gallery, cfg.height, cfg.width, batch_size=128, workers=cfg.workers)
-    qf = extract_features(model, query, device=ctx.device, desc="extract query")
-    gf = extract_features(model, gallery, device=ctx.device, desc="extract gallery")
+    """mAP, mINP and CMC in percent (SPEC 3.6). Every rank extracts its share of query and gallery; rank 0
+    computes the metrics (the other ranks return an empty dict)."""
+    qf = _extract_records(model, data.query, cfg, ctx, "extract query")
+    gf = _extract_records(model, data.gallery, cfg, ctx, "extract gallery")
+    if not ctx.is_main:
+        return {}
     result = evaluate(
         qf,
         gf,
@@ -299,8 +316,7 @@ def run_training(
         )
         if (epoch + 1) % cfg.eval_step == 0 or epoch + 1 == cfg.epochs:
             with _Timer(ctx.device) as timer:
-                if ctx.is_main:
-                    record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx))
+                record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx))
             times["evaluate"] = timer.seconds
         barrier(ctx)
         record.update({f"time_{k}": round(v, 4) for k, v in times.items()})
