@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import resource
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss
+from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss, write_record
 from spal.evaluation import evaluate
 
 __all__ = ["main"]
@@ -137,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provenance": provenance(),
         "notes": f"{args.notes.strip()} {load_note(load_before, os.getloadavg())}".strip(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"evaluation-{args.size}-{args.device}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_record(f"evaluation-{args.size}-{args.device}", result, args.out)
     sys.stdout.write(
         f"evaluate {args.size} on {args.device}: {seconds['wall_s']:.1f} s, "
         f"peak RSS {memory['peak_rss_during_evaluate_mb'] or memory['process_peak_rss_mb']:.0f} MB, "

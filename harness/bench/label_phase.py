@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import datetime
 import importlib
-import json
 import logging
 import math
 import os
@@ -47,7 +46,7 @@ import scipy
 import scipy.sparse as sp
 import torch
 
-from harness.bench.common import proc_status_mb, reset_peak_rss
+from harness.bench.common import proc_status_mb, reset_peak_rss, write_record
 from harness.environment import collect_environment
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.clustering.jaccard import half_list_length, ranked_neighbours
@@ -197,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "notes": _notes(args.notes, load_before, os.getloadavg(), result.get("constraints")),
         }
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"label-phase-{args.size}-{args.device}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_record(f"label-phase-{args.size}-{args.device}", result, args.out)
     sys.stdout.write(
         f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
         f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "

@@ -4,68 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import TINY_TRAIN_ARGS, spal_env
 
-from spal.datasets import synthetic
-
-COMMON = [
-    "--lr",
-    "3.5e-4",
-    "-d",
-    "synthetic",
-    "--epochs",
-    "1",
-    "--iters",
-    "2",
-    "-b",
-    "16",
-    "--num-instances",
-    "4",
-    "--height",
-    "32",
-    "--width",
-    "16",
-    "-a",
-    "resnet18",
-    "--k1",
-    "6",
-    "--k2",
-    "2",
-    "--eps",
-    "0.7",
-    "--min-samples",
-    "2",
-    "-j",
-    "0",
-    "--eval-step",
-    "1",
-    "--device",
-    "cpu",
-    "--deterministic",
-    "--seed",
-    "3",
-]
+COMMON = [*TINY_TRAIN_ARGS, *["--epochs", "1", "--iters", "2", "--seed", "3"]]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ddp-data")
-    synthetic.generate(
-        out, "market1501", num_ids=12, num_cams=3, images_per_id=6, height=32, width=16, seed=5
-    )
-    return out
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("WORLD_SIZE", None)
-    return env
 
 
 def _train(args: list[str], logs: Path, nproc: int = 1) -> dict:
@@ -78,7 +27,7 @@ def _train(args: list[str], logs: Path, nproc: int = 1) -> dict:
         "--logs-dir",
         str(logs),
     ]
-    proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, env=spal_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(logs / "checkpoint.pth", map_location="cpu", weights_only=False)
 

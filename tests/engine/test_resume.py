@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,51 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import TINY_TRAIN_ARGS, spal_env
 
-from spal.datasets import synthetic
+ARGS = [*TINY_TRAIN_ARGS, *["--epochs", "3", "--iters", "3", "--seed", "2"]]
 
-ARGS = [
-    "-d",
-    "synthetic",
-    "--epochs",
-    "3",
-    "--iters",
-    "3",
-    "-b",
-    "16",
-    "--height",
-    "32",
-    "--width",
-    "16",
-    "-a",
-    "resnet18",
-    "--k1",
-    "6",
-    "--k2",
-    "2",
-    "--eps",
-    "0.7",
-    "--min-samples",
-    "2",
-    "-j",
-    "0",
-    "--eval-step",
-    "1",
-    "--device",
-    "cpu",
-    "--deterministic",
-    "--seed",
-    "2",
-]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("resume-data")
-    synthetic.generate(
-        out, "market1501", num_ids=12, num_cams=3, images_per_id=6, height=32, width=16, seed=9
-    )
-    return out
 
 
 def _command(data_dir: Path, logs: Path, *extra: str) -> list[str]:
@@ -74,9 +32,6 @@ def _command(data_dir: Path, logs: Path, *extra: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
 
 def _answers(logs: Path) -> list[tuple[int, int, bool]]:
     lines = (logs / "annotations.jsonl").read_text().splitlines()
@@ -86,11 +41,11 @@ def _answers(logs: Path) -> list[tuple[int, int, bool]]:
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_numbers(data_dir: Path, tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    subprocess.run(_command(data_dir, straight), env=_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run(_command(data_dir, straight), env=spal_env(), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        _command(data_dir, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _command(data_dir, killed), env=spal_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
     while not (killed / "checkpoint.pth").exists():
@@ -105,7 +60,7 @@ def test_killed_run_resumes_to_the_same_numbers(data_dir: Path, tmp_path: Path) 
     answers_before_resume = _answers(killed)
 
     resumed = subprocess.run(
-        _command(data_dir, killed, "--resume"), env=_env(), capture_output=True, text=True, timeout=600
+        _command(data_dir, killed, "--resume"), env=spal_env(), capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
@@ -132,10 +87,10 @@ def test_killed_run_resumes_to_the_same_numbers(data_dir: Path, tmp_path: Path) 
 @pytest.mark.slow
 def test_finished_run_is_not_retrained(data_dir: Path, tmp_path: Path) -> None:
     logs = tmp_path / "done"
-    subprocess.run(_command(data_dir, logs), env=_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run(_command(data_dir, logs), env=spal_env(), check=True, capture_output=True, timeout=600)
     before = (logs / "checkpoint.pth").stat().st_mtime_ns
     again = subprocess.run(
-        _command(data_dir, logs, "--resume"), env=_env(), capture_output=True, text=True, timeout=600
+        _command(data_dir, logs, "--resume"), env=spal_env(), capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert (logs / "checkpoint.pth").stat().st_mtime_ns == before
