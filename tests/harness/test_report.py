@@ -353,3 +353,21 @@ def test_ablation_verdict_weighs_the_difference_against_seed_noise() -> None:
     assert ablation_verdict(full, {"mAP": Summary(29.0, 5.0, 3)}).startswith("no clear difference")
     assert "one seed" in ablation_verdict({"mAP": Summary(30.0, None, 1)}, {"mAP": Summary(20.0, None, 1)})
     assert ablation_verdict(None, {"mAP": Summary(20.0, 1.0, 3)}) == "n/a (no runs)"
+
+
+def test_bench_headlines_state_each_figure_with_its_same_run_baseline() -> None:
+    from harness.report import bench_headlines
+
+    evaluation = {"size": "msmt17", "device": "cpu", "timing": {"wall_s": 20.0},
+                  "baseline": {"naive_full_sort_extrapolated_s": 100.0}, "memory": {"process_peak_rss_mb": 1500.0},
+                  "machine": {"cpu_model": "CPU X"}, "provenance": {"git_commit": "abcdef1234"}}
+    [row] = bench_headlines("evaluation-msmt17-cpu.json", evaluation)
+    assert row["measured"] == "20.0 s" and row["ratio"] == "5.00x faster" and row["peak memory"] == "1500 MB"
+    assert row["machine"] == "CPU X" and row["commit"] == "abcdef1"
+    label = {"size": "market1501", "device": "cpu",
+             "timing": {"label_phase_s": 6.0, "knn_baseline_s": 4.0, "label_phase_over_knn": 1.5},
+             "memory": {"label_phase_process_peak_rss_mb": 1000.0},
+             "dense_reference": {"dense_reference_s": 20.0, "jaccard_s": 5.0, "dense_over_jaccard": 4.0}}
+    rows = bench_headlines("label-phase-market1501-cpu.json", label)
+    assert [r["ratio"] for r in rows] == ["1.50x the k-NN", "4.00x faster"]
+    assert bench_headlines("something-else.json", {"x": 1}) == []
