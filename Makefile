@@ -7,7 +7,7 @@ SEEDS ?=
 DATA_DIR ?= data
 export DATA_DIR
 
-.PHONY: help setup demo test test-browser lint bench bench-eval bench-label reproduce report ci-regression \
+.PHONY: help setup demo test test-browser lint bench bench-eval bench-label gpu-check reproduce report ci-regression \
         ablation sweep docker-build docker-reproduce lint-docker clean
 
 help:  ## list the targets
@@ -47,6 +47,9 @@ bench: bench-eval bench-label  ## every timing benchmark (+ pytest-benchmark per
 	$(PY) -m pytest tests/bench --benchmark-enable --benchmark-only \
 		--benchmark-json results/bench/pytest-benchmark-$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')").json
 	$(PY) -m harness bench
+
+gpu-check:  ## on a machine with a GPU: gpu tests, CUDA benchmarks, a short ResNet-50 paper-layout run
+	bash harness/gpu_check.sh
 
 reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=paper] [SEEDS=1,2,3] [DATA_DIR=...]
 	$(PY) -m harness reproduce --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
