@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spal.engine.checkpoint import atomic_write_text
+
 __all__ = ["Cell", "run_cell", "run_cells", "CellResult"]
 
 log = logging.getLogger(__name__)
@@ -217,6 +219,4 @@ def _synthetic_size(train: dict[str, Any]) -> str:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
