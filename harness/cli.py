@@ -45,19 +45,10 @@ def _logs_root() -> Path:
     return Path(os.environ.get("SPAL_LOGS_DIR", REPO_ROOT / "logs" / "runs"))
 
 
-def _matrix_parser(prog: str, default_protocol: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m harness {prog}")
-    parser.add_argument("--dataset", required=True, choices=("market1501", "msmt17", "synthetic"))
-    parser.add_argument(
-        "--protocol",
-        default=default_protocol,
-        help="paper for real data, ci for synthetic unless given (see harness/protocols/)",
-    )
-    parser.add_argument("--seeds", help="comma-separated seeds (default: the protocol's)")
+def add_run_flags(parser: argparse.ArgumentParser, layouts_help: str) -> None:
+    """``--data-dir``, ``--layouts`` and ``--override``: the flags of every command that runs cells."""
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
-    parser.add_argument(
-        "--layouts", help="synthetic only: comma-separated layouts (default: all the protocol has)"
-    )
+    parser.add_argument("--layouts", help=layouts_help)
     parser.add_argument(
         "--override",
         action="append",
@@ -65,6 +56,16 @@ def _matrix_parser(prog: str, default_protocol: str | None) -> argparse.Argument
         metavar="KEY=VALUE",
         help="change one training setting of every run (recorded in the variant name)",
     )
+
+
+def _matrix_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m harness {prog}")
+    parser.add_argument("--dataset", required=True, choices=("market1501", "msmt17", "synthetic"))
+    parser.add_argument(
+        "--protocol", help="paper for real data, ci for synthetic unless given (see harness/protocols/)"
+    )
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the protocol's)")
+    add_run_flags(parser, "synthetic only: comma-separated layouts (default: all the protocol has)")
     return parser
 
 
@@ -92,23 +93,21 @@ def _synthetic_data_dir(data_dir: str, train: dict[str, Any]) -> str:
     return str(Path(data_dir) / "synthetic" / f"{train['synthetic_layout']}-{tag}")
 
 
-def _build_cells(args: argparse.Namespace, kind: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    from harness.protocols import load_protocol, read_protocol_file, variants
+def _build_cells(args: argparse.Namespace, kind: str) -> list[Any]:
+    from harness.protocols import load_protocol, protocol_layouts, variants
     from harness.runs import Cell
 
     protocol_name = args.protocol or ("ci" if args.dataset == "synthetic" else "paper")
-    layouts: list[str | None] = [None]
-    if args.dataset == "synthetic":
-        raw = read_protocol_file(Path(__file__).parent / "protocols" / f"{protocol_name}.json")
-        available = list((raw["datasets"].get("synthetic", {}).get("layouts") or {"market1501": {}}).keys())
+    layouts = protocol_layouts(protocol_name, args.dataset)
+    if args.layouts:
+        layouts = list(args.layouts.split(","))
+    elif kind != "full":
         # The ablation and the sweep are many runs each: by default they use the first layout only.
-        default = available if kind == "full" else available[:1]
-        layouts = list(args.layouts.split(",")) if args.layouts else default
+        layouts = layouts[:1]
     overrides = dict(_parse_override(o) for o in args.override)
-    cells, protocols = [], []
+    cells = []
     for layout in layouts:
         protocol = load_protocol(protocol_name, args.dataset, layout=layout)
-        protocols.append(protocol)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(protocol["seeds"])
         chosen = [v for v in variants(protocol) if _belongs(v, kind, protocol)]
         for variant in chosen:
@@ -127,11 +126,11 @@ def _build_cells(args: argparse.Namespace, kind: str) -> tuple[list[Any], list[d
                         variant=name,
                         train=train,
                         gpus=int(protocol["layout"]["gpus"]),
-                        layout=layout if args.dataset == "synthetic" else None,
+                        layout=layout,
                         extra={"kind": variant["kind"], "overrides": {**variant["overrides"], **overrides}},
                     )
                 )
-    return cells, protocols
+    return cells
 
 
 def _belongs(variant: dict[str, Any], kind: str, protocol: dict[str, Any]) -> bool:
@@ -150,14 +149,14 @@ def _belongs(variant: dict[str, Any], kind: str, protocol: dict[str, Any]) -> bo
 
 
 def _run_matrix(kind: str, argv: list[str]) -> int:
-    args = _matrix_parser(kind, None).parse_args(_expand_aliases(argv))
+    args = _matrix_parser(kind).parse_args(_expand_aliases(argv))
     if not _check_data(args.dataset, args.data_dir):
         return 2
     from harness.environment import collect_environment
     from harness.report import write_report
     from harness.runs import run_cell
 
-    cells, _ = _build_cells(args, "full" if kind == "reproduce" else kind)
+    cells = _build_cells(args, "full" if kind == "reproduce" else kind)
     environment = _environment(collect_environment)
     results = []
     for cell in cells:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,23 +74,13 @@ def compare_with_baseline(
 def main(argv: list[str] | None = None) -> int:
     from tabulate import tabulate
 
-    from harness.cli import _build_cells, _environment, _logs_root, _results_dir, _synthetic_data_dir
+    from harness.cli import _build_cells, _environment, _logs_root, _results_dir, _synthetic_data_dir, add_run_flags
     from harness.environment import collect_environment
     from harness.runs import run_cell
 
     parser = argparse.ArgumentParser(prog="python -m harness ci-regression")
-    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     parser.add_argument("--baseline", type=Path, default=BASELINE_PATH)
-    parser.add_argument(
-        "--layouts", help="comma-separated synthetic layouts (default: every one in the baseline)"
-    )
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a training setting (to check that the check catches a worse method)",
-    )
+    add_run_flags(parser, "comma-separated synthetic layouts (default: every one in the baseline)")
     args = parser.parse_args(argv)
     baseline = load_baseline(args.baseline)
     layouts = args.layouts or ",".join(baseline["mAP"])
@@ -102,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         layouts=layouts,
         override=args.override,
     )
-    cells, _ = _build_cells(matrix, "full")
+    cells = _build_cells(matrix, "full")
     environment = _environment(collect_environment)
     finals: dict[str, dict[str, Any]] = {}
     for cell in cells:

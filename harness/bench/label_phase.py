@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import importlib
 import logging
 import math
 import os
-import platform
 import resource
 import sys
 import time
@@ -42,12 +40,10 @@ from typing import Any, TypeVar
 
 import faiss
 import numpy as np
-import scipy
 import scipy.sparse as sp
 import torch
 
-from harness.bench.common import proc_status_mb, reset_peak_rss, write_record
-from harness.environment import collect_environment
+from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss, write_record
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.clustering.jaccard import half_list_length, ranked_neighbours
 from spal.clustering.knn import torch_knn
@@ -167,7 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size == "market1501":
         result["dense_reference"] = _compare_with_dense(features, distances, args, meter)
         memory["process_peak_rss_mb"] = meter.process_peak_mb()
-    environment = collect_environment()
     result.update(
         {
             "targets": {
@@ -176,24 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "label_phase_over_knn_below": 3.0,
                 "scope": "MSMT17 size on the project's 2-core CPU machine",
             },
-            "machine": {
-                "cpu": environment["cpu"],
-                "cpu_count": environment["cpu_count"],
-                "torch_threads": torch.get_num_threads(),
-                "gpu": environment["gpu_name"] if args.device == "cuda" else None,
-                "system": f"{platform.system()} {platform.release()} {platform.machine()}",
-            },
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "scipy": scipy.__version__,
-                "faiss": faiss.__version__,
-            },
-            "git_commit": environment["git_commit"],
-            "git_dirty": environment["git_dirty"],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "notes": _notes(args.notes, load_before, os.getloadavg(), result.get("constraints")),
+            "machine": machine(device),
+            "provenance": provenance(),
+            "notes": _notes(args.notes, load_before, result.get("constraints")),
         }
     )
     path = write_record(f"label-phase-{args.size}-{args.device}", result, args.out)
@@ -455,15 +435,11 @@ class _Meter:
         return value
 
 
-def _notes(extra: str, load_before: tuple[float, ...], load_after: tuple[float, ...], constraints: dict | None) -> str:
+def _notes(extra: str, load_before: tuple[float, ...], constraints: dict | None) -> str:
     parts = [extra.strip()]
     if constraints and "skipped" in constraints:
         parts.append(f"Constrained DBSCAN and selection not timed: {constraints['skipped']}.")
-    parts.append(
-        f"1/5/15-minute load average {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f} at the "
-        f"start, {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} at the end, on {os.cpu_count()} "
-        "CPUs; a load above the CPU count means that other processes shared the CPUs (pessimistic times)."
-    )
+    parts.append(load_note(load_before, os.getloadavg()))
     return " ".join(part for part in parts if part)
 
 

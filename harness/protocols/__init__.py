@@ -448,6 +448,13 @@ def variants(protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def protocol_layouts(name: str, dataset: str, directory: Path | str | None = None) -> list[str | None]:
+    """The on-disk layouts protocol ``name`` defines for ``dataset`` (``[None]`` for a data set without layouts)."""
+    folder = Path(directory) if directory is not None else PROTOCOL_DIR
+    entry = read_protocol_file(folder / f"{name}.json")["datasets"].get(dataset, {})
+    return list(entry.get("layouts") or [None])
+
+
 def bn_groups_for(protocol: Mapping[str, Any], world_size: int) -> int:
     """BatchNorm groups each process needs so that BN sees ``layout.bn_group_size`` images at a time.
 

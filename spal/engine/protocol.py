@@ -239,6 +239,11 @@ def run_training(
         )
         if ctx.is_main:
             log.info("resuming from %s after epoch %d", source, ckpt["epoch"])
+    if state.start_epoch >= cfg.epochs:
+        # A finished run: nothing to decode or train, only its summary to restate.
+        if ctx.is_main:
+            log.info("the run in %s is complete (%d epochs); nothing to train", logs_dir, cfg.epochs)
+        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir)
 
     with _Timer(ctx.device) as timer:
         images = load_images(data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
@@ -309,7 +314,7 @@ def run_training(
 
         record: dict[str, Any] = {"epoch": epoch, **stats, **losses, "lr": lr}
         record.update(
-            queries_epoch=budget.total - budget.remaining - spent_before if ctx.is_main else None,
+            queries_epoch=budget.total - budget.remaining - spent_before,
             queries_spent=budget.total - budget.remaining,
             budget=budget.total,
             pairs_known=graph.pairs_known(),
@@ -345,7 +350,21 @@ def run_training(
             _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
         barrier(ctx)
 
-    summary = _summary(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start)
+    return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir)
+
+
+def _finish(
+    cfg: TrainConfig,
+    state: _RunState,
+    budget: Budget,
+    graph: ConstraintGraph,
+    data: datasets.ReIDDataset,
+    ctx: DistContext,
+    elapsed: float,
+    logs_dir: Path,
+) -> dict[str, Any]:
+    """Write ``final.json`` (rank 0) and return it."""
+    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed)
     if ctx.is_main:
         atomic_write_text(logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
     return summary

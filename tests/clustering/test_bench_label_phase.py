@@ -42,4 +42,5 @@ def test_small_run_writes_the_result(tmp_path: Path) -> None:
     assert timing["label_phase_over_knn"] == timing["label_phase_s"] / timing["knn_baseline_s"]
     assert result["memory"]["label_phase_process_peak_rss_mb"] > 0
     assert result["clusters_plain"]["num_clusters"] > 0
-    assert {"machine", "versions", "git_commit", "date", "notes"} <= set(result)
+    assert {"machine", "provenance", "notes"} <= set(result)
+    assert {"git_commit", "git_dirty", "torch", "faiss", "date"} <= set(result["provenance"])

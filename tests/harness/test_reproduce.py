@@ -40,7 +40,7 @@ def _smoke_cell(tmp_path: Path):
     import argparse
 
     args = argparse.Namespace(dataset="synthetic", protocol="smoke", seeds="1", layouts="market1501", override=[])
-    cells, _ = _build_cells(args, "full")
+    cells = _build_cells(args, "full")
     assert len(cells) == 1
     return cells[0]
 
