@@ -2,8 +2,10 @@
 
 :func:`collect_environment` returns the ``env.json`` object of the run contract. Everything is probed,
 nothing is assumed: a missing ``nvidia-smi``, git, or repository gives ``null`` in the matching keys rather
-than a guess, and the dirty flag counts every change git reports, untracked files and ``results/`` included,
-so that a run made from an uncommitted tree says so.
+than a guess, and the dirty flag counts every change git reports outside ``results/`` (untracked files
+included), so that a run made from an uncommitted tree says so. ``results/`` is left out because the harness
+writes there: without the exclusion a user's first ``make reproduce`` would mark every later run dirty although
+the code is unchanged. :func:`tracked_files` tells committed reference results from a user's own runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_KEYS", "collect_environment", "cpu_name", "git_state", "nvidia_smi_gpus", "parse_nvidia_smi"]
+__all__ = [
+    "ENV_KEYS",
+    "RESULTS_FOLDER",
+    "collect_environment",
+    "cpu_name",
+    "git_state",
+    "nvidia_smi_gpus",
+    "parse_nvidia_smi",
+    "tracked_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,9 @@ ENV_KEYS: tuple[str, ...] = (
     "git_dirty",
     "date",
 )
+
+#: The folder (relative to the repository root) that the harness writes results to; the dirty flag ignores it.
+RESULTS_FOLDER = "results"
 
 # Probing tools must never hang a run: a stuck driver or a huge repository gives up after this long.
 _PROBE_TIMEOUT_S = 20
@@ -71,17 +85,37 @@ def git_state(repo: Path | str | None = None) -> tuple[str | None, bool | None]:
 
     Returns:
         ``(sha, dirty)``: ``sha`` is 40 hex digits, or ``None`` outside a repository or before the first
-        commit; ``dirty`` is True when ``git status --porcelain`` lists anything (untracked files and
-        ``results/`` included), ``None`` when git cannot tell (no git, not a repository).
+        commit; ``dirty`` is True when ``git status --porcelain`` lists anything outside
+        :data:`RESULTS_FOLDER` (untracked files included), ``None`` when git cannot tell (no git, not a
+        repository).
     """
     folder = Path(repo) if repo is not None else REPO_ROOT
     if shutil.which("git") is None:
         return None, None
-    status = _run(["git", "status", "--porcelain"], cwd=folder)
+    # ":(top)" makes both pathspecs relative to the repository root whatever folder inside it ``repo`` names.
+    pathspec = [":(top)", f":(top,exclude){RESULTS_FOLDER}"]
+    status = _run(["git", "status", "--porcelain", "--", *pathspec], cwd=folder)
     dirty = None if status is None else bool(status.strip())
     head = _run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=folder)
     sha = head.strip() if head else None
     return sha or None, dirty
+
+
+def tracked_files(folder: Path | str) -> set[Path] | None:
+    """The files under ``folder`` that git tracks (committed or staged), as resolved absolute paths.
+
+    Returns:
+        the set (empty when git tracks nothing there), or ``None`` when git cannot tell (no git, ``folder``
+        missing or not inside a repository).
+    """
+    folder = Path(folder).resolve()
+    if shutil.which("git") is None or not folder.is_dir():
+        return None
+    # -z: names come verbatim (no quoting of unusual characters); they are relative to ``folder``.
+    out = _run(["git", "ls-files", "-z", "--", "."], cwd=folder)
+    if out is None:
+        return None
+    return {folder / name for name in out.split("\0") if name}
 
 
 def parse_nvidia_smi(text: str) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.environment import ENV_KEYS, collect_environment, git_state, parse_nvidia_smi
+from harness.environment import ENV_KEYS, collect_environment, git_state, parse_nvidia_smi, tracked_files
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"]
 
@@ -51,14 +51,39 @@ def test_git_state_before_and_after_the_first_commit(repo: Path) -> None:
     assert dirty is False
 
 
-def test_results_outputs_make_the_tree_dirty(repo: Path) -> None:
-    (repo / "a.txt").write_text("a")
-    _git(repo, "add", "a.txt")
+def test_results_outputs_leave_the_tree_clean_but_code_changes_do_not(repo: Path) -> None:
+    (repo / "spal").mkdir()
+    (repo / "spal" / "a.py").write_text("x = 1\n")
+    (repo / "results").mkdir()
+    (repo / "results" / "REPORT.md").write_text("old\n")
+    _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "first")
-    (repo / "results" / "runs").mkdir(parents=True)
+    # What `make reproduce` writes: new run files and a regenerated (tracked) report.
+    (repo / "results" / "runs").mkdir()
     (repo / "results" / "runs" / "final.json").write_text("{}")
+    (repo / "results" / "REPORT.md").write_text("new\n")
+    assert git_state(repo)[1] is False
+    assert git_state(repo / "spal")[1] is False  # asked from a sub-folder: same answer
+    assert collect_environment(repo)["git_dirty"] is False
+    (repo / "spal" / "a.py").write_text("x = 2\n")
     assert git_state(repo)[1] is True
-    assert collect_environment(repo)["git_dirty"] is True
+    assert git_state(repo / "results")[1] is True  # the exclusion is from the root, not from the folder asked
+    _git(repo, "checkout", "-q", "--", "spal/a.py")
+    (repo / "spal" / "b.py").write_text("y = 1\n")
+    assert git_state(repo)[1] is True  # an untracked source file counts
+
+
+def test_tracked_files_tell_committed_results_from_local_ones(repo: Path) -> None:
+    runs = repo / "results" / "runs"
+    (runs / "committed").mkdir(parents=True)
+    (runs / "committed" / "final.json").write_text("{}")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "reference results")
+    (runs / "local").mkdir()
+    (runs / "local" / "final.json").write_text("{}")
+    tracked = tracked_files(runs)
+    assert tracked == {(runs / "committed" / "final.json").resolve()}
+    assert tracked_files(repo / "missing") is None
 
 
 def test_outside_a_repository_nothing_is_claimed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,6 +91,7 @@ def test_outside_a_repository_nothing_is_claimed(tmp_path: Path, monkeypatch: py
     folder = tmp_path / "plain"
     folder.mkdir()
     assert git_state(folder) == (None, None)
+    assert tracked_files(folder) is None
 
 
 def test_parse_nvidia_smi() -> None:
