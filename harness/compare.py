@@ -6,6 +6,11 @@ Inputs are the run directories of the run contract (``results/runs/<dataset>/<pr
 and backbone; a group's numbers are the mean and the sample standard deviation over its complete runs (one a
 seed). Only real data sets are compared with reference numbers; generated data never is.
 
+Runs are never pooled across code or hardware: the runs of one context (data set, layout, protocol, version,
+backbone) form *sets* by git commit, machine (CPU and GPU model) and world size, and only the newest complete
+set of a context is aggregated (:func:`split_run_sets`); the others are listed, not used. Variants of the used
+set are compared with one another as paired differences over the seeds both ran (:mod:`harness.stats`).
+
 ``python -m harness.compare [--results DIR]`` writes the tables as CSV (raw numbers) and LaTeX (formatted) to
 ``results/tables/``.
 """
@@ -19,6 +24,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,9 +32,22 @@ from tabulate import tabulate
 
 from harness.paper import PAPER_DIR, load_tables
 from harness.protocols import ProtocolError, parse_variant
+from harness.stats import PairedComparison, mean_std, paired_comparison
 
 __all__ = [
     "COMPARED_METRICS",
+    "ContextKey",
+    "RunSet",
+    "SetKey",
+    "fmt_p",
+    "fmt_paired",
+    "machine_name",
+    "PAIRED_METRICS",
+    "pair_runs",
+    "paired_records",
+    "seed_values",
+    "split_run_sets",
+    "training_bands",
     "NA_PAPER",
     "PAPER_BN_BATCH",
     "RUN_METRICS",
@@ -117,9 +136,43 @@ class GroupKey(NamedTuple):
     arch: str | None
 
 
+class ContextKey(NamedTuple):
+    """Runs whose numbers may be set side by side: same data, protocol (and version) and backbone."""
+
+    dataset: str
+    layout: str | None
+    protocol: str
+    version: int | None
+    arch: str | None
+
+
+class SetKey(NamedTuple):
+    """What must be equal for runs to be aggregated or paired: the code, the hardware and the process layout.
+
+    ``machine`` is the CPU model, with the GPU model after a ``+`` when there is one (see :func:`machine_name`).
+    """
+
+    commit: str | None
+    machine: str
+    world_size: int | None
+
+
+def machine_name(env: Mapping[str, Any] | None) -> str:
+    """The hardware a run's numbers depend on, from its ``env.json``: floating-point kernels differ by CPU model
+    (issue 12: the same commit gives 22.96 mAP on Intel and 31.24 on AMD) and by GPU model."""
+    env = env or {}
+    cpu = env.get("cpu") or "unknown CPU"
+    gpu = env.get("gpu_name")
+    return f"{cpu} + {gpu}" if gpu else cpu
+
+
 @dataclass(frozen=True)
 class Run:
-    """One run directory, as read from disk. ``final`` is ``None`` for an unfinished run."""
+    """One run directory, as read from disk. ``final`` is ``None`` for an unfinished run.
+
+    ``recorded_at`` is when the run was made: ``env.json``'s ``date``, else (older runs) the modification time
+    of ``final.json`` or ``config.json``.
+    """
 
     path: Path
     run_id: str
@@ -134,6 +187,7 @@ class Run:
     final: dict[str, Any] | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, Any] | None = None
+    recorded_at: datetime | None = None
 
     @property
     def complete(self) -> bool:
@@ -142,6 +196,17 @@ class Run:
     @property
     def key(self) -> GroupKey:
         return GroupKey(self.dataset, self.layout, self.protocol, self.version, self.variant, self.arch)
+
+    @property
+    def context(self) -> ContextKey:
+        return ContextKey(self.dataset, self.layout, self.protocol, self.version, self.arch)
+
+    @property
+    def set_key(self) -> SetKey:
+        env = self.env or {}
+        final = self.final or {}
+        world = self.config.get("world_size", final.get("world_size"))
+        return SetKey(env.get("git_commit") or final.get("git_commit"), machine_name(env), world)
 
     @property
     def train(self) -> dict[str, Any]:
@@ -169,6 +234,76 @@ def summarise(values: Iterable[float | None]) -> Summary:
 def dataset_key(dataset: str, layout: str | None) -> str:
     """File-name key of a data set: ``market1501``, ``msmt17``, or ``synthetic-<layout>``."""
     return f"{dataset}-{layout}" if dataset not in REAL_DATASETS and layout else dataset
+
+
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RunSet:
+    """The runs of one context made by one commit on one machine with one world size."""
+
+    context: ContextKey
+    key: SetKey
+    runs: tuple[Run, ...]
+
+    @property
+    def n_complete(self) -> int:
+        return sum(r.complete for r in self.runs)
+
+    @property
+    def complete(self) -> bool:
+        """Every run of the set finished (a set still running, or with a crashed run, is not complete)."""
+        return self.n_complete == len(self.runs)
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When its newest run was made."""
+        return max((r.recorded_at or _EPOCH for r in self.runs), default=_EPOCH)
+
+    @property
+    def dirty(self) -> bool:
+        """Some run recorded uncommitted source changes: the commit alone does not name its code."""
+        return any((r.env or {}).get("git_dirty") for r in self.runs)
+
+
+def split_run_sets(runs: Iterable[Run]) -> tuple[dict[ContextKey, RunSet], list[tuple[RunSet, str]]]:
+    """The set each context's numbers come from, and every other set with the reason it is not used.
+
+    The newest complete set of a context wins (newest by its newest run's ``recorded_at``). When no set of a
+    context is complete, the newest set with a finished run is used (the report says it is incomplete) rather
+    than showing nothing; a set without a finished run is never used.
+
+    Returns:
+        ``(used, not_used)``: ``used`` maps a context to its set; ``not_used`` holds ``(set, reason)``.
+    """
+    by_set: dict[tuple[ContextKey, SetKey], list[Run]] = {}
+    for run in runs:
+        by_set.setdefault((run.context, run.set_key), []).append(run)
+    sets: dict[ContextKey, list[RunSet]] = {}
+    for (context, key), members in by_set.items():
+        sets.setdefault(context, []).append(RunSet(context, key, tuple(members)))
+    used: dict[ContextKey, RunSet] = {}
+    not_used: list[tuple[RunSet, str]] = []
+    for context in sorted(sets, key=lambda c: tuple(map(str, c))):
+        # Newest first; equal times fall back to the key so that the choice does not depend on disk order.
+        candidates = sorted(sets[context], key=lambda s: (s.recorded_at, tuple(map(str, s.key))), reverse=True)
+        chosen = next((s for s in candidates if s.complete), None) or next(
+            (s for s in candidates if s.n_complete), None
+        )
+        if chosen is not None:
+            used[context] = chosen
+        for run_set in candidates:
+            if run_set is chosen:
+                continue
+            if not run_set.n_complete:
+                reason = "no finished run"
+            elif not run_set.complete:
+                reason = f"incomplete ({run_set.n_complete} of {len(run_set.runs)} runs finished)"
+            else:
+                reason = "older than the set used"
+            not_used.append((run_set, reason))
+    return used, not_used
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -201,6 +336,20 @@ def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _recorded_at(run_dir: Path, env: Mapping[str, Any] | None, problems: list[str]) -> datetime:
+    """``env.json``'s ``date`` (ISO 8601), else the newest of ``final.json`` / ``config.json``'s mtime."""
+    date = (env or {}).get("date")
+    if date:
+        try:
+            stamp = datetime.fromisoformat(str(date))
+        except ValueError:
+            problems.append(f"{run_dir / 'env.json'}: date {date!r} is not ISO 8601; file time used instead")
+        else:
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    files = [p for p in (run_dir / "final.json", run_dir / "config.json") if p.is_file()]
+    return datetime.fromtimestamp(max(p.stat().st_mtime for p in files), tz=timezone.utc)
+
+
 def load_runs(results_dir: Path | str) -> tuple[list[Run], list[str]]:
     """Read every run directory under ``<results_dir>/runs/<dataset>/<protocol>/<run-id>/``.
 
@@ -226,6 +375,7 @@ def load_runs(results_dir: Path | str) -> tuple[list[Run], list[str]]:
         env = _read_json(env_path, problems) if env_path.is_file() else None
         train = config.get("train") or {}
         dataset = config.get("dataset") or run_dir.parts[-3]
+        recorded_at = _recorded_at(run_dir, env, problems)
         runs.append(
             Run(
                 path=run_dir,
@@ -241,6 +391,7 @@ def load_runs(results_dir: Path | str) -> tuple[list[Run], list[str]]:
                 final=final,
                 metrics=_read_jsonl(run_dir / "metrics.jsonl", problems),
                 env=env,
+                recorded_at=recorded_at,
             )
         )
     return runs, problems
@@ -253,11 +404,21 @@ def load_paper_tables(results_dir: Path | str) -> dict[str, dict[str, Any]]:
 
 
 def group_runs(runs: Iterable[Run]) -> dict[GroupKey, list[Run]]:
-    """Complete runs grouped by :class:`GroupKey` (sorted keys, runs by seed)."""
+    """Complete runs of each context's used set (:func:`split_run_sets`) grouped by :class:`GroupKey`
+    (sorted keys, runs by seed), so that no group mixes commits, machines or world sizes. A seed run twice in
+    the set counts once: its newest run."""
+    used, _ = split_run_sets(runs)
+    newest: dict[tuple[GroupKey, int | None], Run] = {}
+    for run_set in used.values():
+        for run in run_set.runs:
+            if not run.complete:
+                continue
+            slot = (run.key, run.seed)
+            if slot not in newest or (run.recorded_at or _EPOCH) > (newest[slot].recorded_at or _EPOCH):
+                newest[slot] = run
     groups: dict[GroupKey, list[Run]] = {}
-    for run in runs:
-        if run.complete:
-            groups.setdefault(run.key, []).append(run)
+    for run in newest.values():
+        groups.setdefault(run.key, []).append(run)
     return {
         key: sorted(groups[key], key=lambda r: (r.seed is None, r.seed or 0, r.run_id))
         for key in sorted(groups, key=lambda k: tuple(str(x) for x in k))
@@ -288,6 +449,23 @@ def fmt_mean_std(summary: Summary, digits: int = 2, integer: bool = False) -> st
     if summary.std is None:
         return f"{fmt(summary.mean)} (n=1)"
     return f"{fmt(summary.mean)} ± {fmt(summary.std)}"
+
+
+def fmt_paired(mean: float | None, low: float | None, high: float | None, digits: int = 2) -> str:
+    """A paired mean difference with its interval, ``"+1.23 [-0.50, +2.96]"``; ``"n/a"`` without a mean, and
+    ``"+1.23 (1 seed: no interval)"`` when the interval is undefined."""
+    if mean is None:
+        return "n/a"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return f"{mean:+.{digits}f} (1 seed: no interval)"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def fmt_p(value: float | None) -> str:
+    """A p-value to three decimals (``"< 0.001"`` below that), ``"n/a"`` when undefined."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def fmt_paper(value: float | None) -> str:
@@ -489,9 +667,11 @@ def ablation_records(
     dataset: str,
     layout: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The ablation of one data set: every non-budget variant of every protocol with runs, with its deltas vs
-    ``full`` of the same protocol, version and backbone; for real data also the paper's ablation rows (with
-    ``n_runs`` 0 where no run exists).
+    """The ablation of one data set: every non-budget variant of every protocol with runs, compared with
+    ``full`` of the same protocol, version and backbone as a paired difference ``variant - full`` over the
+    seeds both ran (``<metric>_delta`` with its 95 % interval ``<metric>_low`` / ``<metric>_high`` and the
+    paired t-test's ``<metric>_p``; the verdict on mAP in words); for real data also the paper's ablation
+    rows (with ``n_runs`` 0 where no run exists).
     """
     selected = {
         k: v
@@ -512,41 +692,176 @@ def ablation_records(
                 r["variant"] for r in _paper_ablation_rows(paper_table, arch) if r["variant"] not in names
             ]
         names.sort(key=lambda v: (v != "full", v))
-        full = GroupKey(dataset, layout, protocol, version, "full", arch)
-        full_stats = group_stats(selected[full]) if full in selected else None
+        full_runs = selected.get(GroupKey(dataset, layout, protocol, version, "full", arch), [])
         for name in names:
             key = GroupKey(dataset, layout, protocol, version, name, arch)
-            stats = group_stats(selected.get(key, []))
+            runs = selected.get(key, [])
+            stats = group_stats(runs)
             record: dict[str, Any] = {**key._asdict(), "n_runs": stats["mAP"].n}
+            paired: dict[str, PairedComparison | None] = {}
             for metric in ("mAP", "rank1"):
                 record[f"{metric}_mean"] = stats[metric].mean
                 record[f"{metric}_std"] = stats[metric].std
-                base = full_stats[metric].mean if full_stats else None
-                mean = stats[metric].mean
-                record[f"{metric}_delta"] = None if base is None or mean is None else mean - base
+                paired[metric] = pair_runs(runs, full_runs, metric) if name != "full" else None
+                result = paired[metric]
+                record[f"{metric}_delta"] = result.mean if result else None
+                record[f"{metric}_low"] = result.low if result else None
+                record[f"{metric}_high"] = result.high if result else None
+                record[f"{metric}_p"] = result.p_value if result else None
                 if dataset in REAL_DATASETS:
                     ref = spal_reference(tables, name, arch, dataset, metric)
                     record[f"paper_{metric}"] = ref[0] if ref else None
             record["queries_mean"] = stats["queries_spent"].mean if "queries_spent" in stats else None
-            record["verdict"] = ablation_verdict(full_stats, stats) if name != "full" else "-"
-            record["run_ids"] = [r.run_id for r in selected.get(key, [])]
+            record["paired_seeds"] = list(paired["mAP"].seeds) if paired["mAP"] else []
+            record["verdict"] = _paired_verdict(name, "full", runs, full_runs, paired["mAP"])
+            record["run_ids"] = [r.run_id for r in runs]
             records.append(record)
     return records
 
 
-def ablation_verdict(full: Mapping[str, Summary] | None, variant: Mapping[str, Summary]) -> str:
-    """Does full SPAL beat the variant on mAP? Beyond noise means by more than one standard error of the
-    difference of the two means (``sqrt(s_full^2 / n_full + s_var^2 / n_var)``); one seed cannot say."""
-    if full is None or full["mAP"].mean is None or variant["mAP"].mean is None:
-        return "n/a (no runs)"
-    delta = full["mAP"].mean - variant["mAP"].mean
-    if full["mAP"].n < 2 or variant["mAP"].n < 2:
-        return f"full {'ahead' if delta > 0 else 'behind'} by {abs(delta):.2f} (one seed: no noise estimate)"
-    error = math.sqrt(full["mAP"].std ** 2 / full["mAP"].n + variant["mAP"].std ** 2 / variant["mAP"].n)
-    if abs(delta) <= error:
-        return f"no clear difference ({delta:+.2f}, s.e. {error:.2f})"
-    return f"full SPAL {'better' if delta > 0 else 'worse'} by {abs(delta):.2f} (s.e. {error:.2f})"
+def _paired_verdict(
+    a: str, b: str, a_runs: Sequence[Run], b_runs: Sequence[Run], result: PairedComparison | None
+) -> str:
+    if a == b:
+        return "-"
+    if not a_runs:
+        return "no runs"
+    if not b_runs:
+        return f"cannot be compared: no `{b}` runs in this set"
+    if result is None:
+        return f"cannot be compared: no seed in common with `{b}`"
+    return result.verdict(a, b)
 
+
+def seed_values(runs: Iterable[Run], metric: str) -> dict[int, float]:
+    """``{seed: final.json[metric]}`` of the runs that have both (a run without a seed cannot be paired)."""
+    return {
+        int(r.seed): float(r.final[metric])
+        for r in runs
+        if r.seed is not None and r.final is not None and r.final.get(metric) is not None
+    }
+
+
+def pair_runs(a_runs: Iterable[Run], b_runs: Iterable[Run], metric: str) -> PairedComparison | None:
+    """:func:`harness.stats.paired_comparison` of ``a - b`` on ``metric``; ``None`` when no seed is shared."""
+    a, b = seed_values(a_runs, metric), seed_values(b_runs, metric)
+    return paired_comparison(a, b) if set(a) & set(b) else None
+
+
+#: Metrics of the paired comparisons.
+PAIRED_METRICS: tuple[str, ...] = ("mAP", "rank1")
+
+
+def _budget_order(budget: str) -> tuple[int, float, str]:
+    """Budgets as the sweep writes them ("0", "0.25n", "2n", or a number of queries) in increasing order."""
+    text = budget.strip()
+    number = text[:-1] if text.endswith("n") else text
+    try:
+        return (0 if text.endswith("n") or number == "0" else 1, float(number), text)
+    except ValueError:  # not a budget the sweep writes: after the others, by name
+        return (2, 0.0, text)
+
+
+def _comparison_plan(variants: Mapping[str, Sequence[Run]]) -> list[tuple[str, str, str | None, str | None, str]]:
+    """``(kind, title, a, b, what is missing)`` of every comparison a context's variants call for."""
+    plan: list[tuple[str, str, str | None, str | None, str]] = [
+        ("spal-vs-budget-0", "SPAL (full) vs budget 0", "full", "budget=0", "")
+    ]
+    sweep: dict[tuple[str, str], str] = {}
+    for name, runs in variants.items():
+        if _is_sweep_variant(name) and runs:
+            train = runs[0].train
+            sweep[(str(train.get("budget")), str(train.get("selection", "dus")))] = name
+    budgets = sorted({budget for budget, _ in sweep}, key=_budget_order)
+    for budget in budgets:
+        dus, rnd = sweep.get((budget, "dus")), sweep.get((budget, "random"))
+        missing = "DUS" if dus is None else "random-selection" if rnd is None else ""
+        plan.append(("dus-vs-random", f"DUS vs random at budget {budget}", dus, rnd, missing))
+    for name in sorted(v for v in variants if "budget=" not in v and v != "full"):
+        plan.append(("ablation", f"{name} vs full", name, "full", ""))
+    return plan
+
+
+def paired_records(groups: Mapping[GroupKey, Sequence[Run]]) -> list[dict[str, Any]]:
+    """Every paired comparison the runs allow, per context (data set, layout, protocol, version, backbone):
+    SPAL (``full``) vs ``budget=0``, DUS vs random selection at each budget of the sweep, and each ablation
+    variant vs ``full``; one record a comparison and metric (:data:`PAIRED_METRICS`), ``a - b`` over the
+    seeds both ran.
+
+    A comparison that cannot be made (one side has no runs in the set, or no seed in common) gives one record
+    with ``metric`` ``None`` and the reason in ``note``.
+    """
+    by_context: dict[ContextKey, dict[str, Sequence[Run]]] = {}
+    for key, runs in groups.items():
+        context = ContextKey(key.dataset, key.layout, key.protocol, key.version, key.arch)
+        by_context.setdefault(context, {})[key.variant] = runs
+    records = []
+    empty = {f: None for f in ("metric", "n", "seeds", "mean", "low", "high", "p_value", "verdict")}
+    for context in sorted(by_context, key=lambda c: tuple(map(str, c))):
+        variants = by_context[context]
+        for kind, title, a, b, missing in _comparison_plan(variants):
+            a_runs = variants.get(a, []) if a else []
+            b_runs = variants.get(b, []) if b else []
+            base = {**context._asdict(), "kind": kind, "comparison": title, "a": a, "b": b}
+            base |= {"a_run_ids": [r.run_id for r in a_runs], "b_run_ids": [r.run_id for r in b_runs]}
+            absent = missing or next((f"`{v}`" for v, runs in ((a, a_runs), (b, b_runs)) if not runs), "")
+            if absent:
+                records.append({**base, **empty, "note": f"cannot be compared: no {absent} runs in this set"})
+                continue
+            results = {m: pair_runs(a_runs, b_runs, m) for m in PAIRED_METRICS}
+            if all(r is None for r in results.values()):
+                records.append({**base, **empty, "note": "cannot be compared: no seed in common"})
+                continue
+            for metric, result in results.items():
+                if result is None:
+                    continue
+                records.append(
+                    {
+                        **base,
+                        "metric": metric,
+                        "n": result.n,
+                        "seeds": list(result.seeds),
+                        "mean": result.mean,
+                        "low": result.low,
+                        "high": result.high,
+                        "p_value": result.p_value,
+                        "verdict": result.verdict(str(a), str(b)),
+                        "note": None,
+                    }
+                )
+    return records
+
+
+def training_bands(runs: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, list[dict[str, float]]]:
+    """A variant's training curves as mean and sample std over its runs (seeds), point by point.
+
+    Args:
+        runs: each run's ``metrics.jsonl`` rows (``epoch``; ``mAP`` on evaluated epochs; ``queries_spent``).
+
+    Returns:
+        ``{"mAP": [...], "queries_spent": [...], "cost": [...]}``, each a list of ``{"x", "mean", "std", "n"}``
+        sorted by ``x``: mAP and queries spent against the epoch, and mAP against the mean queries spent at
+        the evaluated epochs. A point averages the runs that logged it (``std`` is NaN for one run); a run
+        that logged an epoch twice (resumed) counts its last row.
+    """
+    per_epoch: dict[str, dict[int, list[Mapping[str, Any]]]] = {"mAP": {}, "queries_spent": {}, "cost": {}}
+    for rows in runs:
+        last = {r["epoch"]: r for r in rows if r.get("epoch") is not None}
+        for epoch, row in last.items():
+            has_map, has_queries = row.get("mAP") is not None, row.get("queries_spent") is not None
+            for name, wanted in (("mAP", has_map), ("queries_spent", has_queries), ("cost", has_map and has_queries)):
+                if wanted:
+                    per_epoch[name].setdefault(epoch, []).append(row)
+    bands: dict[str, list[dict[str, float]]] = {}
+    for name, epochs in per_epoch.items():
+        points = []
+        for epoch, rows in epochs.items():
+            y_key = "queries_spent" if name == "queries_spent" else "mAP"
+            mean, std = mean_std([float(r[y_key]) for r in rows])
+            x = mean_std([float(r["queries_spent"]) for r in rows])[0] if name == "cost" else float(epoch)
+            points.append({"x": x, "mean": mean, "std": std, "n": len(rows)})
+        bands[name] = sorted(points, key=lambda p: p["x"])
+    return bands
 
 
 def _paper_ablation_rows(table: Mapping[str, Any], arch: str | None) -> list[dict[str, Any]]:
@@ -681,6 +996,24 @@ def _formatted_cost(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     return headers, rows
 
 
+def _formatted_paired(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["data set", "protocol", "comparison", "metric", "seeds", "a - b", "p", "verdict"]
+    rows = [
+        [
+            dataset_key(r["dataset"], r["layout"]),
+            f"{r['protocol']} v{r['version']}",
+            r["comparison"],
+            r["metric"] or "-",
+            " ".join(map(str, r["seeds"] or [])) or "-",
+            fmt_paired(r["mean"], r["low"], r["high"]),
+            fmt_p(r["p_value"]),
+            r["verdict"] or r["note"],
+        ]
+        for r in records
+    ]
+    return headers, rows
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, list):
         return " ".join(map(str, value))
@@ -699,7 +1032,7 @@ def _write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_tables(results_dir: Path | str) -> list[Path]:
-    """Write ``results/tables/{reproduced,comparison,cost}.{csv,tex}`` from the runs under ``results_dir``.
+    """Write ``results/tables/{reproduced,comparison,cost,paired}.{csv,tex}`` from the runs under ``results_dir``.
 
     CSV files hold raw numbers (an empty cell = none; an empty file = no runs); LaTeX files hold the
     formatted tables (booktabs).
@@ -718,6 +1051,7 @@ def write_tables(results_dir: Path | str) -> list[Path]:
         "reproduced": (reproduced_records(groups), _formatted_reproduced),
         "comparison": (comparison_records(groups, tables), _formatted_comparison),
         "cost": (cost_records(groups, tables), _formatted_cost),
+        "paired": (paired_records(groups), _formatted_paired),
     }
     for name, (records, formatter) in builders.items():
         csv_path = out / f"{name}.csv"

@@ -29,8 +29,10 @@ from harness.compare import (
     PAPER_BN_BATCH,
     REAL_DATASETS,
     TOLERANCE,
+    ContextKey,
     GroupKey,
     Run,
+    RunSet,
     Summary,
     ablation_records,
     comparison_records,
@@ -41,15 +43,21 @@ from harness.compare import (
     fmt_int,
     fmt_mean_std,
     fmt_num,
+    fmt_p,
+    fmt_paired,
     fmt_paper,
     fmt_share,
     group_runs,
     group_stats,
     load_paper_tables,
     load_runs,
+    paired_records,
     spal_reference,
+    split_run_sets,
+    training_bands,
     write_tables,
 )
+from harness.environment import tracked_files
 from harness.plots import plot_cost_curve, plot_training_curves
 
 __all__ = ["build_report", "main", "write_report"]
@@ -78,6 +86,10 @@ class _Inputs:
     problems: list[str]
     groups: dict[GroupKey, list[Run]]
     bench: list[tuple[str, list[dict[str, Any]], dict[str, Any]]]
+    used_sets: dict[ContextKey, RunSet]
+    not_used_sets: list[tuple[RunSet, str]]
+    # Files git tracks under runs/ (committed reference data); None when the folder is not in a checkout.
+    tracked: set[Path] | None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -477,8 +489,8 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
 def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
     records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
     real = dataset in REAL_DATASETS
-    headers = ["protocol", "variant", "seeds", "queries spent", "mAP", "Δ mAP vs full", "Rank-1", "Δ Rank-1 vs full",
-               "verdict (mAP)"]
+    headers = ["protocol", "variant", "runs (seeds)", "queries spent", "mAP", "Δ mAP vs full [95 % interval]",
+               "p (mAP)", "Rank-1", "Δ Rank-1 vs full [95 % interval]", "p (Rank-1)", "verdict (mAP)"]
     if real:
         headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]
     headers.append("runs")
@@ -490,9 +502,11 @@ def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[s
             str(r["n_runs"]),
             fmt_num(r["queries_mean"], 0),
             fmt_mean_std(Summary(r["mAP_mean"], r["mAP_std"], r["n_runs"])),
-            fmt_diff(r["mAP_delta"]),
+            fmt_paired(r["mAP_delta"], r["mAP_low"], r["mAP_high"]),
+            fmt_p(r["mAP_p"]),
             fmt_mean_std(Summary(r["rank1_mean"], r["rank1_std"], r["n_runs"])),
-            fmt_diff(r["rank1_delta"]),
+            fmt_paired(r["rank1_delta"], r["rank1_low"], r["rank1_high"]),
+            fmt_p(r["rank1_p"]),
             r["verdict"],
         ]
         if real:
@@ -506,8 +520,10 @@ def _ablation_section(inputs: _Inputs) -> list[str]:
     lines = [
         "## Ablation",
         "",
-        "Each variant against the full method (`full`) of the same protocol and backbone: mean ± std over "
-        "seeds and the difference of the means. Variant names are the harness's (`harness/protocols`).",
+        "Each variant against the full method (`full`) of the same protocol, backbone and run set: mean ± std "
+        "over seeds of each, and the paired difference `variant - full` over the seeds both ran with its 95 % "
+        "interval and paired t-test p-value; the verdict says whether the interval excludes 0. Variant names "
+        "are the harness's (`harness/protocols`).",
         "",
     ]
     for dataset in REAL_DATASETS:
@@ -516,6 +532,111 @@ def _ablation_section(inputs: _Inputs) -> list[str]:
     for layout in _synthetic_layouts(inputs):
         lines += [f"### synthetic ({layout} layout; not compared with the paper)", ""]
         lines += _ablation_table(inputs, "synthetic", layout)
+    return lines
+
+
+def _set_commit_cell(run_set: RunSet) -> str:
+    sha = run_set.key.commit
+    text = sha[:12] if sha else "unknown"
+    return f"{text} (dirty)" if run_set.dirty else text
+
+
+def _origin(run_set: RunSet, tracked: set[Path] | None) -> str:
+    """Committed reference data (every run file tracked by git) or a user's local run (untracked)."""
+    if tracked is None:
+        return "unknown (results folder not in a git checkout)"
+    committed = sum((run.path / "config.json").resolve() in tracked for run in run_set.runs)
+    if committed == len(run_set.runs):
+        return "committed reference data"
+    if committed == 0:
+        return "local run (untracked)"
+    return f"mixed: {committed} of {len(run_set.runs)} runs committed"
+
+
+def _set_cells(run_set: RunSet, tracked: set[Path] | None) -> list[str]:
+    context = run_set.context
+    return [
+        dataset_key(context.dataset, context.layout),
+        _protocol_cell(context.protocol, context.version),
+        context.arch or "n/a",
+        _set_commit_cell(run_set),
+        run_set.key.machine,
+        str(run_set.key.world_size if run_set.key.world_size is not None else "n/a"),
+        f"{len(run_set.runs)} ({run_set.n_complete} finished)",
+        run_set.recorded_at.strftime("%Y-%m-%d %H:%M"),
+        _origin(run_set, tracked),
+    ]
+
+
+def _run_sets_section(inputs: _Inputs) -> list[str]:
+    lines = [
+        "## Run sets",
+        "",
+        "Runs are aggregated and paired only within a set: one git commit, one machine (CPU model, and GPU "
+        "model when there is one; other floating-point kernels move results) and one world size. For each data "
+        "set, protocol and backbone the newest complete set is used (newest by `env.json`'s date, else the "
+        "files' time); every other set is listed below it and used nowhere. Origin: committed reference data "
+        "(tracked by git) or a local run (untracked, e.g. written by `make reproduce` in your checkout).",
+        "",
+    ]
+    if not inputs.used_sets and not inputs.not_used_sets:
+        return lines + ["No runs yet.", ""]
+    headers = ["data set", "protocol", "arch", "git commit", "machine", "world size", "runs", "newest run (UTC)"]
+    headers.append("origin")
+    used = [
+        [*_set_cells(run_set, inputs.tracked), "complete" if run_set.complete else "incomplete (no complete set)"]
+        for run_set in inputs.used_sets.values()
+    ]
+    lines += [_md_table([*headers, "state"], used) if used else "No set has a finished run yet.", ""]
+    if inputs.not_used_sets:
+        body = [_set_cells(run_set, inputs.tracked) + [reason] for run_set, reason in inputs.not_used_sets]
+        lines += ["### Older sets, not used", "", _md_table([*headers, "why not used"], body), ""]
+    return lines
+
+
+def _paired_row(record: Mapping[str, Any]) -> list[str]:
+    return [
+        _protocol_cell(record["protocol"], record["version"]),
+        record["arch"] or "n/a",
+        record["comparison"],
+        METRIC_LABELS[record["metric"]],
+        ", ".join(map(str, record["seeds"])),
+        fmt_paired(record["mean"], record["low"], record["high"]),
+        fmt_p(record["p_value"]),
+        record["verdict"],
+    ]
+
+
+def _paired_section(inputs: _Inputs) -> list[str]:
+    lines = [
+        "## Paired comparisons",
+        "",
+        "Each comparison is a paired difference `a - b` over the seeds both sides ran in the set used (same "
+        "data, initial weights and first label phase per seed), with its Student-t 95 % interval and the "
+        "two-sided paired t-test's p-value (`harness/stats.py`). *Distinguishable* means the interval excludes "
+        "0. Each ablation against full SPAL is in the Ablation section.",
+        "",
+    ]
+    records = [r for r in paired_records(inputs.groups) if r["kind"] != "ablation"]
+    headers = ["protocol", "arch", "comparison (a vs b)", "metric", "seeds", "a - b [95 % interval]"]
+    headers += ["p (paired t)", "verdict"]
+    for dataset, layout in _curve_keys(inputs):
+        title = _dataset_name(inputs.tables, dataset) if dataset in REAL_DATASETS else f"synthetic ({layout})"
+        mine = [r for r in records if r["dataset"] == dataset and r["layout"] == layout]
+        lines += [f"### {title}", ""]
+        if not mine:
+            lines += [f"No runs to compare on {title} yet.", ""]
+            continue
+        body = [_paired_row(r) for r in mine if r["metric"] is not None]
+        if body:
+            lines += [_md_table(headers, body), ""]
+        lines += [
+            f"- {_protocol_cell(r['protocol'], r['version'])} / {r['arch'] or 'n/a'}: {r['comparison']}: "
+            f"{r['note']}."
+            for r in mine
+            if r["metric"] is None
+        ]
+        lines.append("")
     return lines
 
 
@@ -553,7 +674,7 @@ def _cost_curve_section(inputs: _Inputs) -> list[str]:
         "## Annotation budget and cost curves",
         "",
         "mAP and Rank-1 against the pair queries actually spent, one line per selection strategy (runs "
-        "whose variant changes only the budget and the selection; mean over seeds, error bars one std). On "
+        "whose variant changes only the budget and the selection; mean over seeds, shaded band ± one std). On "
         "real data the bounds are drawn as horizontal lines (dashed: no labels, dotted: all labels) and the "
         "2n budget as a vertical line.",
         "",
@@ -584,23 +705,43 @@ def _cost_curve_section(inputs: _Inputs) -> list[str]:
     return lines
 
 
-def _training_keys(inputs: _Inputs) -> dict[tuple[str, str], list[Run]]:
-    out: dict[tuple[str, str], list[Run]] = {}
-    for run in inputs.runs:
-        out.setdefault((dataset_key(run.dataset, run.layout), run.protocol), []).append(run)
-    return dict(sorted(out.items()))
+def _curve_sets(inputs: _Inputs) -> list[RunSet]:
+    """The set whose training curves are drawn for each context: the set used, else (no finished run yet)
+    the newest set, so that a run in progress can be watched."""
+    sets = dict(inputs.used_sets)
+    for run_set, _ in inputs.not_used_sets:  # newest first within a context
+        sets.setdefault(run_set.context, run_set)
+    return [sets[c] for c in sorted(sets, key=lambda c: tuple(map(str, c)))]
 
 
-def _run_label(run: Run) -> str:
-    return f"{run.variant} s{run.seed} ({run.run_id})"
+def _training_keys(inputs: _Inputs) -> dict[tuple[str, str], dict[str, list[Run]]]:
+    """``{(data set key, protocol): {line label: runs}}``: one line a variant of the set drawn; the version
+    and backbone join the label only when one figure holds several."""
+    figures: dict[tuple[str, str], list[RunSet]] = {}
+    for run_set in _curve_sets(inputs):
+        context = run_set.context
+        figures.setdefault((dataset_key(context.dataset, context.layout), context.protocol), []).append(run_set)
+    out: dict[tuple[str, str], dict[str, list[Run]]] = {}
+    for key, run_sets in sorted(figures.items()):
+        lines: dict[str, list[Run]] = {}
+        for run_set in run_sets:
+            suffix = ""
+            if len(run_sets) > 1:
+                suffix = f" ({_protocol_cell(run_set.context.protocol, run_set.context.version)}, "
+                suffix += f"{run_set.context.arch or 'n/a'})"
+            for run in run_set.runs:
+                lines.setdefault(f"{run.variant}{suffix}", []).append(run)
+        out[key] = {label: lines[label] for label in sorted(lines, key=lambda v: (not v.startswith("full"), v))}
+    return out
 
 
 def _training_section(inputs: _Inputs) -> list[str]:
     lines = [
         "## Training curves",
         "",
-        "Per data set and protocol, every run found (finished or not): mAP against epoch, pair queries spent "
-        "against epoch, and mAP against queries spent (`metrics.jsonl`).",
+        "Per data set and protocol, the runs of the set used (see Run sets; finished or not): mAP against "
+        "epoch, pair queries spent against epoch, and mAP against queries spent (`metrics.jsonl`). One line a "
+        "variant, the mean over its seeds, with a band of ± one standard deviation.",
         "",
     ]
     keys = _training_keys(inputs)
@@ -673,15 +814,19 @@ def _bench_section(inputs: _Inputs) -> list[str]:
     if not inputs.bench:
         return lines + ["No benchmark results yet (`results/bench/*.json`).", ""]
     headlines: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for name, _, _ in inputs.bench:
         try:
             headlines += bench_headlines(name, json.loads((inputs.results / "bench" / name).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            # A file of another layout than bench_headlines knows: say so, and keep its full record below.
+            skipped.append(f"- `results/bench/{name}`: no headline ({type(err).__name__}: {err})")
     if headlines:
         columns = ["what", "measured", "baseline (same run)", "ratio", "peak memory", "machine", "commit", "file"]
         lines += ["Each figure with the baseline measured in the same run (see the file for the full record).", ""]
         lines += [_md_table(columns, [[_bench_cell(h.get(c)) for c in columns] for h in headlines]), ""]
+    if skipped:
+        lines += [*skipped, ""]
     for name, records, meta in inputs.bench:
         columns = _bench_columns(records)
         body = [[_bench_cell(r.get(c)) for c in columns] for r in records]
@@ -701,21 +846,78 @@ def _commit_cell(run: Run) -> str:
     return text
 
 
+_ABSENT = object()
+
+
+def _recorded(run: Run, name: str) -> Any:
+    """A run's ``name`` as recorded: ``final.json``, else ``config.json``, else its ``train`` settings;
+    :data:`_ABSENT` when none of them has the key (runs made before the key existed)."""
+    for source in (run.final or {}, run.config, run.train):
+        if name in source:
+            return source[name]
+    return _ABSENT
+
+
+def _no_weights(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
+
+
+def _pretrained_cell(value: Any) -> str:
+    """The start weights: ``name (sha256 prefix)`` from a ``{"name" | "path", "sha256"}`` record, the file
+    name of a path, ``none`` for random initialisation, ``n/a`` when the run did not record it."""
+    if value is _ABSENT:
+        return "n/a"
+    if _no_weights(value):
+        return "none"
+    if isinstance(value, Mapping):
+        name = value.get("name") or Path(str(value.get("path") or "?")).name
+        sha = value.get("sha256")
+        return f"{name} (sha256 {sha[:12]})" if sha else str(name)
+    return Path(str(value)).name
+
+
+def _run_bn_batch(run: Run) -> tuple[float | None, str]:
+    """The BN batch as recorded (``bn_batch``), else as the config implies it (:attr:`Run.bn_batch`)."""
+    recorded = _recorded(run, "bn_batch")
+    if recorded is not _ABSENT and recorded is not None:
+        return float(recorded), _bn_cell(float(recorded))
+    computed = run.bn_batch
+    return computed, "n/a" if computed is None else f"{_bn_cell(computed)} (from config)"
+
+
+def _paper_layout_cell(run: Run, bn_batch: float | None) -> str:
+    """For a ``paper``-protocol run: does it train as the paper did (BN batch 16, pretrained weights)?"""
+    if run.protocol != "paper":
+        return "-"
+    differences = []
+    if bn_batch != PAPER_BN_BATCH:
+        differences.append(f"BN batch {fmt_num(bn_batch, 0)}, paper {PAPER_BN_BATCH}")
+    pretrained = _recorded(run, "pretrained")
+    if pretrained is _ABSENT or _no_weights(pretrained):
+        differences.append("no pretrained weights recorded" if pretrained is _ABSENT else "no pretrained weights")
+    if not differences:
+        return "as the paper"
+    return f"differs from the paper's layout/weights ({'; '.join(differences)})"
+
+
+def _run_use(run: Run, used_paths: set[Path], reasons: Mapping[Path, str]) -> str:
+    if run.path in used_paths:
+        return "used"
+    if run.path in reasons:
+        return f"not used: set {reasons[run.path]}"
+    if not run.complete:
+        return "not used: unfinished"
+    return "not used: a newer run of this seed in the set"
+
+
 def _runs_section(inputs: _Inputs) -> list[str]:
     lines = ["## Runs", ""]
     if inputs.runs:
-        headers = [
-            "run",
-            "data set",
-            "protocol",
-            "variant",
-            "seed",
-            "status",
-            "mAP",
-            "queries spent",
-            "device",
-        ]
-        headers += ["world size", "git commit", "path"]
+        headers = ["run", "data set", "protocol", "variant", "seed", "status", "mAP", "queries spent", "device"]
+        headers += ["world size", "BN batch", "pretrained", "paper layout/weights", "git commit", "in report"]
+        headers.append("path")
+        used_paths = {run.path for runs in inputs.groups.values() for run in runs}
+        reasons = {run.path: reason for run_set, reason in inputs.not_used_sets for run in run_set.runs}
         body = []
         for run in inputs.runs:
             final = run.final or {}
@@ -728,6 +930,8 @@ def _runs_section(inputs: _Inputs) -> list[str]:
                     if epochs
                     else "incomplete (no epoch logged)"
                 )
+            bn_batch, bn_text = _run_bn_batch(run)
+            world = run.set_key.world_size
             body.append(
                 [
                     run.run_id,
@@ -739,8 +943,12 @@ def _runs_section(inputs: _Inputs) -> list[str]:
                     fmt_num(final.get("mAP")),
                     fmt_int(final.get("queries_spent")),
                     final.get("device") or (run.env or {}).get("gpu_name") or "n/a",
-                    str(run.config.get("world_size", "n/a")),
+                    "n/a" if world is None else str(world),
+                    bn_text,
+                    _pretrained_cell(_recorded(run, "pretrained")),
+                    _paper_layout_cell(run, bn_batch),
                     _commit_cell(run),
+                    _run_use(run, used_paths, reasons),
                     str(run.path.relative_to(inputs.results)),
                 ]
             )
@@ -759,14 +967,20 @@ def _read_inputs(results_dir: Path | str) -> _Inputs:
     results = Path(results_dir)
     runs, problems = load_runs(results)
     bench = _load_bench(results, problems)
-    return _Inputs(results, load_paper_tables(results), runs, problems, group_runs(runs), bench)
+    used, not_used = split_run_sets(runs)
+    tracked = tracked_files(results / "runs")
+    return _Inputs(
+        results, load_paper_tables(results), runs, problems, group_runs(runs), bench, used, not_used, tracked
+    )
 
 
 def _render(inputs: _Inputs) -> str:
     lines = _header(inputs)
+    lines += _run_sets_section(inputs)
     for dataset in REAL_DATASETS:
         lines += _real_dataset_section(inputs, dataset)
     lines += _synthetic_section(inputs)
+    lines += _paired_section(inputs)
     lines += _ablation_section(inputs)
     lines += _cost_curve_section(inputs)
     lines += _training_section(inputs)
@@ -808,10 +1022,13 @@ def _draw_figures(inputs: _Inputs) -> list[Path]:
         title = _dataset_name(inputs.tables, dataset) if dataset in REAL_DATASETS else f"synthetic ({layout})"
         path = inputs.results / _cost_curve_file(dataset_key(dataset, layout))
         written.append(plot_cost_curve(path, f"Cost curve: {title}", lines, bounds, budget_2n))
-    for (key, protocol), runs in _training_keys(inputs).items():
-        curves = {_run_label(run): run.metrics for run in runs}
+    for (key, protocol), variants in _training_keys(inputs).items():
+        bands = {
+            f"{label} (n={len(runs)})": training_bands([run.metrics for run in runs])
+            for label, runs in variants.items()
+        }
         path = inputs.results / _training_file(key, protocol)
-        written.append(plot_training_curves(path, f"{key} / {protocol}", curves))
+        written.append(plot_training_curves(path, f"{key} / {protocol}", bands))
     return written
 
 
