@@ -489,7 +489,7 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
 def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
     records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
     real = dataset in REAL_DATASETS
-    headers = ["protocol", "variant", "runs (seeds)", "queries spent", "mAP", "Δ mAP vs full [95 % interval]",
+    headers = ["protocol", "variant", "n (seeds)", "queries spent", "mAP", "Δ mAP vs full [95 % interval]",
                "p (mAP)", "Rank-1", "Δ Rank-1 vs full [95 % interval]", "p (Rank-1)", "verdict (mAP)"]
     if real:
         headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]

@@ -17,11 +17,14 @@ from harness.compare import (
     cost_curve_points,
     group_runs,
     load_runs,
+    paired_records,
+    split_run_sets,
     summarise,
+    training_bands,
     verdict,
 )
 from harness.paper import PAPER_DIR, load_tables
-from harness.report import build_report, write_report
+from harness.report import build_report, main, write_report
 
 MARKET_N = 12936
 # The exact text SPEC section 8 asks for (spelled out, not imported, so that it is checked).
@@ -41,6 +44,7 @@ def make_run(
     train: dict[str, Any] | None = None,
     metrics: list[dict[str, Any]] | None = None,
     env: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write one run directory of the run contract; ``final=None`` leaves the run unfinished."""
     run_dir = results / "runs" / dataset / protocol / run_id
@@ -58,7 +62,7 @@ def make_run(
         **(train or {}),
     }
     n = final.get("num_train_images", MARKET_N) if final else MARKET_N
-    config = {
+    settings_file = {
         "protocol": protocol,
         "protocol_version": 1,
         "dataset": dataset,
@@ -71,8 +75,9 @@ def make_run(
         "variant": variant,
         "synthetic": synthetic,
         "num_train_images": n,
+        **(config or {}),
     }
-    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "config.json").write_text(json.dumps(settings_file))
     (run_dir / "env.json").write_text(json.dumps(env or {"git_commit": "a" * 40, "git_dirty": False}))
     rows = metrics or [
         {"epoch": 0, "queries_spent": 100, "mAP": 10.0},
@@ -362,3 +367,236 @@ def test_bench_headlines_state_each_figure_with_its_same_run_baseline() -> None:
     rows = bench_headlines("label-phase-market1501-cpu.json", label)
     assert [r["ratio"] for r in rows] == ["1.50x the k-NN", "4.00x faster"]
     assert bench_headlines("something-else.json", {"x": 1}) == []
+
+
+# ------------------------------------------------------------------------------- run sets and pairing
+
+
+def _env(commit: str, date: str | None, cpu: str = "AMD EPYC", gpu: str | None = None) -> dict[str, Any]:
+    env: dict[str, Any] = {"git_commit": commit * 40, "git_dirty": False, "cpu": cpu, "gpu_name": gpu}
+    if date is not None:
+        env["date"] = date
+    return env
+
+
+def _synthetic(root: Path, run_id: str, seed: int, mAP: float | None, env: dict[str, Any], **kwargs: Any) -> Path:
+    final = None if mAP is None else {"mAP": mAP, "rank1": mAP + 10, "queries_spent": 300, "num_train_images": 320}
+    return make_run(root, "synthetic", "ci", run_id, seed, final, env=env, **kwargs)
+
+
+def _row(section: str, *needles: str) -> str:
+    return next(line for line in section.splitlines() if all(n in line for n in needles))
+
+
+def test_runs_of_two_commits_with_the_same_seeds_are_never_in_one_cell(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    old, new = _env("a", "2026-01-01T10:00:00+00:00"), _env("b", "2026-02-01T10:00:00+00:00")
+    for seed, value in ((1, 10.0), (2, 20.0)):
+        _synthetic(root, f"old-s{seed}", seed, value, old)
+        _synthetic(root, f"new-s{seed}", seed, value + 50, new)
+    runs, _ = load_runs(root)
+    groups = group_runs(runs)
+    [(key, members)] = groups.items()
+    assert [r.run_id for r in members] == ["new-s1", "new-s2"]
+    used, not_used = split_run_sets(runs)
+    assert used[members[0].context].key.commit == "b" * 40
+    assert [(s.key.commit, reason) for s, reason in not_used] == [("a" * 40, "older than the set used")]
+    report = build_report(root)
+    synthetic = _section(report, "## Runs on synthetic data (never compared with the paper)")
+    row = _row(synthetic, "| full ")
+    assert "| 1, 2 " in row and "65.00 ± 7.07" in row and "old-s" not in row
+    older = _section(report, "### Older sets, not used")
+    assert "| aaaaaaaaaaaa " in _row(older, "| synthetic-market1501 ") and "older than the set used" in older
+    assert "bbbbbbbbbbbb" not in older
+    listing = _section(report, "## Runs")
+    assert "not used: set older than the set used" in _row(listing, "| old-s1 ")
+    assert "| used " in _row(listing, "| new-s1 ")
+
+
+def test_a_newer_incomplete_set_or_another_machine_or_world_size_is_a_set_of_its_own(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    done = _env("a", "2026-01-01T10:00:00+00:00")
+    for seed in (1, 2):
+        _synthetic(root, f"done-s{seed}", seed, 30.0 + seed, done)
+    running = _env("b", "2026-03-01T10:00:00+00:00")
+    _synthetic(root, "running-s1", 1, 90.0, running)
+    _synthetic(root, "running-s2", 2, None, running)
+    # Same commit as the complete set, newer, but another CPU model / another world size.
+    _synthetic(root, "intel-s1", 1, 70.0, _env("a", "2026-02-01T10:00:00+00:00", cpu="Intel Xeon"))
+    _synthetic(root, "ws2-s1", 1, 80.0, _env("a", "2026-02-02T10:00:00+00:00"), config={"world_size": 2})
+    runs, _ = load_runs(root)
+    used, not_used = split_run_sets(runs)
+    [chosen] = used.values()
+    # The two newest sets are complete single runs: the one with world size 2 is newest.
+    assert [r.run_id for r in chosen.runs] == ["ws2-s1"] and chosen.key.world_size == 2
+    reasons = {tuple(r.run_id for r in s.runs): reason for s, reason in not_used}
+    assert reasons == {
+        ("running-s1", "running-s2"): "incomplete (1 of 2 runs finished)",
+        ("intel-s1",): "older than the set used",
+        ("done-s1", "done-s2"): "older than the set used",
+    }
+    machines = {s.key.machine for s, _ in not_used}
+    assert machines == {"AMD EPYC", "Intel Xeon"}
+    assert {s.key.machine for s in used.values()} == {"AMD EPYC"}
+
+
+def test_without_a_recorded_date_the_files_time_orders_the_sets(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "results"
+    first = _synthetic(root, "first", 1, 10.0, _env("a", None))
+    second = _synthetic(root, "second", 1, 20.0, _env("b", None))
+    # "first" was written later although its directory sorts first.
+    for folder, stamp in ((first, 2_000_000_000), (second, 1_000_000_000)):
+        for name in ("config.json", "final.json"):
+            os.utime(folder / name, (stamp, stamp))
+    runs, problems = load_runs(root)
+    assert not problems
+    [members] = group_runs(runs).values()
+    assert [r.run_id for r in members] == ["first"]
+
+
+def test_paired_comparisons_on_hand_made_numbers(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    env = _env("a", "2026-01-01T10:00:00+00:00")
+    # full - budget 0 per seed: 10, 11, 9 -> mean 10, sd 1, t(0.975, 2) = 4.3027: [7.52, 12.48], p = 0.0033.
+    for seed, full, zero in ((1, 30.0, 20.0), (2, 32.0, 21.0), (3, 34.0, 25.0)):
+        _synthetic(root, f"full-s{seed}", seed, full, env)
+        _synthetic(root, f"b0-s{seed}", seed, zero, env, variant="budget=0", train={"budget": 0})
+    # DUS vs random at 1n on seeds 1 and 2 only (random has no seed 3): differences 2 and 4.
+    for seed, dus, rnd in ((1, 25.0, 23.0), (2, 27.0, 23.0)):
+        _synthetic(root, f"dus1n-s{seed}", seed, dus, env, variant="budget=1n", train={"budget": "1n"})
+        _synthetic(root, f"rnd1n-s{seed}", seed, rnd, env, variant="selection=random,budget=1n",
+                   train={"budget": "1n", "selection": "random"})
+    _synthetic(root, "dus1n-s3", 3, 26.0, env, variant="budget=1n", train={"budget": "1n"})
+    runs, _ = load_runs(root)
+    records = paired_records(group_runs(runs))
+    spal = next(r for r in records if r["kind"] == "spal-vs-budget-0" and r["metric"] == "mAP")
+    assert spal["seeds"] == [1, 2, 3] and spal["mean"] == pytest.approx(10.0)
+    half = 4.302652729911275 / 3**0.5
+    assert (spal["low"], spal["high"]) == pytest.approx((10 - half, 10 + half))
+    assert spal["p_value"] == pytest.approx(0.003311, abs=1e-5)
+    assert spal["verdict"] == "distinguishable: full better"
+    dus = next(r for r in records if r["comparison"] == "DUS vs random at budget 1n" and r["metric"] == "mAP")
+    assert dus["seeds"] == [1, 2] and dus["mean"] == pytest.approx(3.0)
+    assert dus["verdict"] == "not distinguishable at 2 seeds"
+    # The "full" run is DUS at 2n; no random run there: one line, not a crash.
+    [at_2n] = [r for r in records if r["comparison"] == "DUS vs random at budget 2n"]
+    assert at_2n["metric"] is None and at_2n["note"] == "cannot be compared: no random-selection runs in this set"
+    assert [r["comparison"] for r in records if r["metric"] == "mAP"] == [
+        "SPAL (full) vs budget 0",
+        "DUS vs random at budget 1n",
+    ]
+    paired = _section(build_report(root), "## Paired comparisons")
+    row = _row(paired, "| SPAL (full) vs budget 0 ", "| mAP ")
+    assert "| 1, 2, 3 " in row and "| +10.00 [+7.52, +12.48] " in row and "| 0.003 " in row
+    assert "distinguishable: full better" in row
+    assert "DUS vs random at budget 2n: cannot be compared: no random-selection runs in this set." in paired
+
+
+def test_a_missing_variant_is_said_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    env = _env("a", "2026-01-01T10:00:00+00:00")
+    _synthetic(root, "lam-s1", 1, 10.0, env, variant="lambda_sp=0")
+    _synthetic(root, "lam-s2", 2, 12.0, env, variant="lambda_sp=0")
+    report = build_report(root)
+    paired = _section(report, "## Paired comparisons")
+    assert "SPAL (full) vs budget 0: cannot be compared: no `full` runs in this set." in paired
+    ablation = _section(report, "## Ablation")
+    assert "cannot be compared: no `full` runs in this set" in _row(ablation, "| lambda_sp=0 ", "lam-s1")
+
+
+def test_training_bands_average_the_seeds_epoch_by_epoch() -> None:
+    run_a = [{"epoch": 0, "queries_spent": 10}, {"epoch": 1, "queries_spent": 20, "mAP": 30.0}]
+    run_b = [
+        {"epoch": 0, "queries_spent": 30},
+        {"epoch": 1, "queries_spent": 99, "mAP": 0.0},
+        {"epoch": 1, "queries_spent": 40, "mAP": 34.0},  # resumed: the last row of an epoch counts
+    ]
+    bands = training_bands([run_a, run_b, [{"epoch": 2, "mAP": 50.0}]])
+    assert bands["mAP"] == [
+        {"x": 1.0, "mean": 32.0, "std": pytest.approx(2**0.5 * 2), "n": 2},
+        {"x": 2.0, "mean": 50.0, "std": pytest.approx(float("nan"), nan_ok=True), "n": 1},
+    ]
+    assert [(p["x"], p["mean"]) for p in bands["queries_spent"]] == [(0.0, 20.0), (1.0, 30.0)]
+    assert bands["cost"] == [{"x": 30.0, "mean": 32.0, "std": pytest.approx(2 * 2**0.5), "n": 2}]
+
+
+def test_training_figure_draws_one_line_a_variant_at_any_number_of_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    root = tmp_path / "results"
+    env = _env("a", "2026-01-01T10:00:00+00:00")
+    for seed in range(1, 11):
+        for variant in ("full", "lambda_sp=0"):
+            curve = [{"epoch": e, "queries_spent": 10 * e, "mAP": 5.0 * e + seed} for e in range(3)]
+            _synthetic(root, f"{variant}-s{seed}", seed, 20.0 + seed, env, variant=variant, metrics=curve)
+    drawn: dict[str, Figure] = {}
+
+    def keep(fig: Figure, path: Any, **kwargs: Any) -> None:
+        drawn[Path(path).name] = fig
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    write_report(root)
+    figure = drawn["runs-synthetic-market1501-ci.png"]
+    for ax in figure.axes:
+        assert len(ax.get_lines()) == 2  # 20 runs, 2 variants
+    labels = [t.get_text() for t in figure.axes[2].get_legend().get_texts()]
+    assert labels == ["full (n=10)", "lambda_sp=0 (n=10)"]
+
+
+def _cells(section: str, run_id: str) -> dict[str, str]:
+    """The Markdown table row of ``run_id`` as ``{column header: cell}``."""
+    lines = section.splitlines()
+    header = next(line for line in lines if line.startswith("| run "))
+    row = _row(section, f"| {run_id} ")
+    return dict(zip((c.strip() for c in header.strip("|").split("|")), (c.strip() for c in row.strip("|").split("|"))))
+
+
+def test_runs_listing_shows_layout_and_weights_and_flags_paper_runs_that_differ(results: Path) -> None:
+    weights = {"name": "resnet50-imagenet.pth", "sha256": "ab" * 32}
+    make_run(results, "market1501", "paper", "m-as-paper", 3, {"mAP": 71.0, "bn_batch": 16, "pretrained": weights},
+             config={"world_size": 4})
+    listing = _section(build_report(results), "## Runs")
+    as_paper = _cells(listing, "m-as-paper")
+    assert as_paper["world size"] == "4" and as_paper["BN batch"] == "16"
+    assert as_paper["pretrained"] == "resnet50-imagenet.pth (sha256 abababababab)"
+    assert as_paper["paper layout/weights"] == "as the paper"
+    # Written before the keys existed: BN batch from the config, weights not recorded.
+    old = _cells(listing, "m-full-s1")
+    assert old["world size"] == "1" and old["BN batch"] == "16 (from config)" and old["pretrained"] == "n/a"
+    assert old["paper layout/weights"] == "differs from the paper's layout/weights (no pretrained weights recorded)"
+    no_groups = _cells(listing, "m-b0-s1")
+    assert no_groups["paper layout/weights"] == (
+        "differs from the paper's layout/weights (BN batch 64, paper 16; no pretrained weights recorded)"
+    )
+    assert _cells(listing, "s-full-s1")["paper layout/weights"] == "-"  # not a paper-protocol run
+
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"]
+
+
+def test_report_says_which_sets_are_committed_and_which_are_local(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "checkout"
+    root = repo / "results"
+    _synthetic(root, "reference-s1", 1, 10.0, _env("a", "2026-01-01T10:00:00+00:00"))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*GIT, "add", "."], cwd=repo, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "reference"], cwd=repo, check=True)
+    _synthetic(root, "mine-s1", 1, 20.0, _env("b", "2026-02-01T10:00:00+00:00"))
+    sets = _section(build_report(root), "## Run sets")
+    assert "| local run (untracked) " in _row(sets, "| bbbbbbbbbbbb ")
+    assert "| committed reference data " in _row(sets, "| aaaaaaaaaaaa ")
+
+
+def test_report_runs_on_the_committed_results(tmp_path: Path) -> None:
+    committed = Path(__file__).resolve().parents[2] / "results"
+    copy = tmp_path / "results"
+    shutil.copytree(committed, copy)
+    assert main(["--results", str(copy)]) == 0
+    report = (copy / "REPORT.md").read_text()
+    assert "## Run sets" in report and "## Paired comparisons" in report
