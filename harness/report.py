@@ -9,6 +9,11 @@ reproduced numbers (mean ± sample std over seeds) with their difference to the 
 paper. Every number names its origin: a paper table file and row, a bound's source, or the run ids it was
 computed from.
 
+Numbers of one cell always come from one run set (one commit, machine and world size; the newest complete set
+of each data set, protocol and backbone, see :func:`harness.compare.split_run_sets`), and the report lists the
+sets, used or not, with whether each is committed reference data or a local run. Variants are compared as
+paired differences over seeds with a 95 % interval and a p-value (:mod:`harness.stats`).
+
 ``python -m harness.report [--results DIR]`` writes ``REPORT.md``, ``figures/*.png`` and ``tables/*``.
 """
 
@@ -254,9 +259,12 @@ def _header(inputs: _Inputs) -> list[str]:
         "there, each with its source. They are not SPAL numbers: SPAL should land between 'no labels' and "
         "'all labels'.",
         "- **Reproduced**: `final.json` of each run (the final-epoch model, percent), as mean ± sample "
-        "standard deviation over seeds; `(n=1)` marks a single run. The best-on-test figure is shown only in "
+        "standard deviation over the seeds of the run set used (never across commits or machines: see Run "
+        "sets); `(n=1)` marks a single run. The best-on-test figure is shown only in "
         "its own labelled column and is never the result. The runs column names the run ids each number "
         "comes from.",
+        "- **Paired comparisons**: variant against variant as the mean of per-seed differences with a 95 % "
+        "interval and a paired t-test p-value; 'not distinguishable at N seeds' means the interval holds 0.",
         f"- **Verdict**: reproduced mean minus reference, agreeing when within ±{TOLERANCE:g} percentage "
         "points (identical settings vary by about ±1 mAP from run to run, SpCL issues #6 and #14, and two "
         "evaluators differ by up to 1 mAP).",

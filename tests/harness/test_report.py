@@ -331,6 +331,13 @@ def test_write_report_writes_figures_tables_and_links(results: Path) -> None:
     spcl = [r for r in rows if r["variant"] == "budget=0" and r["metric"] == "mAP"]
     assert len(spcl) == 1 and float(spcl[0]["difference"]) == pytest.approx(-13.1)
     assert "\\toprule" in (results / "tables" / "comparison.tex").read_text()
+    with (results / "tables" / "paired.csv").open() as handle:
+        paired = [r for r in csv.DictReader(handle) if r["comparison"] == "SPAL (full) vs budget 0"]
+    # Market-1501: seed 1 is the only seed both ran (70 - 60 mAP, 86 - 80 Rank-1); synthetic has no budget 0.
+    market = [(r["metric"], float(r["mean"]), r["seeds"]) for r in paired if r["dataset"] == "market1501"]
+    assert market == [("mAP", 10.0, "1"), ("rank1", 6.0, "1")]
+    [synthetic] = [r for r in paired if r["dataset"] == "synthetic"]
+    assert synthetic["note"] == "cannot be compared: no `budget=0` runs in this set"
     assert "81.2\\%" in (results / "tables" / "cost.tex").read_text()  # LaTeX-escaped percent
 
 
