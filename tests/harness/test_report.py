@@ -350,6 +350,13 @@ def test_benchmark_table_shows_the_files_keys(results: Path) -> None:
     assert "| 4.25 " in bench
 
 
+def test_a_benchmark_file_without_a_headline_is_named_not_dropped(results: Path) -> None:
+    (results / "bench" / "evaluation-broken.json").write_text(json.dumps({"size": "tiny", "timing": {}}))
+    bench = _section(build_report(results), "## Benchmarks")
+    assert "- `results/bench/evaluation-broken.json`: no headline (TypeError: " in bench
+    assert "every field of <code>results/bench/evaluation-broken.json</code>" in bench
+
+
 def test_runs_section_names_commit_and_unreadable_files(results: Path) -> None:
     (results / "runs" / "market1501" / "paper" / "broken").mkdir()
     (results / "runs" / "market1501" / "paper" / "broken" / "config.json").write_text("{not json")
@@ -445,6 +452,18 @@ def test_a_newer_incomplete_set_or_another_machine_or_world_size_is_a_set_of_its
     machines = {s.key.machine for s, _ in not_used}
     assert machines == {"AMD EPYC", "Intel Xeon"}
     assert {s.key.machine for s in used.values()} == {"AMD EPYC"}
+
+
+def test_a_seed_run_twice_in_one_set_counts_once_its_newest_run(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    _synthetic(root, "a-first", 1, 10.0, _env("a", "2026-01-01T10:00:00+00:00"))
+    _synthetic(root, "b-again", 1, 30.0, _env("a", "2026-01-01T11:00:00+00:00"))
+    _synthetic(root, "c-seed2", 2, 20.0, _env("a", "2026-01-01T09:00:00+00:00"))
+    runs, _ = load_runs(root)
+    [members] = group_runs(runs).values()
+    assert [r.run_id for r in members] == ["b-again", "c-seed2"]
+    listing = _section(build_report(root), "## Runs")
+    assert "not used: a newer run of this seed in the set" in _row(listing, "| a-first ")
 
 
 def test_without_a_recorded_date_the_files_time_orders_the_sets(tmp_path: Path) -> None:
