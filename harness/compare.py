@@ -108,6 +108,8 @@ RUN_METRICS: tuple[str, ...] = (
 )
 #: Metrics compared with reference numbers.
 COMPARED_METRICS: tuple[str, ...] = ("mAP", "rank1", "rank5", "rank10")
+#: Metrics of the paired comparisons (variant against variant over the same seeds).
+PAIRED_METRICS: tuple[str, ...] = ("mAP", "rank1")
 #: The BatchNorm batch of the paper's layout (4 GPUs x 16 images).
 PAPER_BN_BATCH = 16
 
@@ -699,7 +701,7 @@ def ablation_records(
             stats = group_stats(runs)
             record: dict[str, Any] = {**key._asdict(), "n_runs": stats["mAP"].n}
             paired: dict[str, PairedComparison | None] = {}
-            for metric in ("mAP", "rank1"):
+            for metric in PAIRED_METRICS:
                 record[f"{metric}_mean"] = stats[metric].mean
                 record[f"{metric}_std"] = stats[metric].std
                 paired[metric] = pair_runs(runs, full_runs, metric) if name != "full" else None
@@ -712,7 +714,6 @@ def ablation_records(
                     ref = spal_reference(tables, name, arch, dataset, metric)
                     record[f"paper_{metric}"] = ref[0] if ref else None
             record["queries_mean"] = stats["queries_spent"].mean if "queries_spent" in stats else None
-            record["paired_seeds"] = list(paired["mAP"].seeds) if paired["mAP"] else []
             record["verdict"] = _paired_verdict(name, "full", runs, full_runs, paired["mAP"])
             record["run_ids"] = [r.run_id for r in runs]
             records.append(record)
@@ -746,10 +747,6 @@ def pair_runs(a_runs: Iterable[Run], b_runs: Iterable[Run], metric: str) -> Pair
     """:func:`harness.stats.paired_comparison` of ``a - b`` on ``metric``; ``None`` when no seed is shared."""
     a, b = seed_values(a_runs, metric), seed_values(b_runs, metric)
     return paired_comparison(a, b) if set(a) & set(b) else None
-
-
-#: Metrics of the paired comparisons.
-PAIRED_METRICS: tuple[str, ...] = ("mAP", "rank1")
 
 
 def _budget_order(budget: str) -> tuple[int, float, str]:

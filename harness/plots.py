@@ -14,7 +14,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["line_style", "plot_cost_curve", "plot_training_curves"]
+__all__ = ["plot_cost_curve", "plot_training_curves"]
 
 _DPI = 110
 # Bound lines: dashed for "no labels" (the floor), dotted for "all labels" (the ceiling).
@@ -27,7 +27,7 @@ _LINE_STYLES = ("-", "--", ":", "-.")
 _BAND_ALPHA = 0.15
 
 
-def line_style(index: int) -> dict[str, str]:
+def _line_style(index: int) -> dict[str, str]:
     """Colour and dash pattern of the ``index``-th line: distinct for the first 40 lines."""
     return {
         "color": _LINE_COLOURS[index % len(_LINE_COLOURS)],
@@ -36,7 +36,7 @@ def line_style(index: int) -> dict[str, str]:
 
 
 def _band(ax: Any, xs: Sequence[float], means: Sequence[float], stds: Sequence[float | None], **style: Any) -> None:
-    """A line of means with a shaded band of +- one std (a missing or NaN std draws no band at that point)."""
+    """The shaded band of +- one std around a line of means (a missing or NaN std gives no width there)."""
     spreads = [0.0 if s is None or math.isnan(s) else s for s in stds]
     if len(xs) == 1:
         # A band over one x has no width: show that point's spread as an error bar instead.
@@ -89,7 +89,7 @@ def plot_cost_curve(
         for index, (label, points) in enumerate(lines.items()):
             xs = [p["queries"] for p in points]
             ys = [p[metric] for p in points]
-            style = line_style(index)
+            style = _line_style(index)
             ax.plot(xs, ys, marker="o", label=label, **style)
             _band(ax, xs, ys, [p.get(f"{metric}_std") for p in points], **style)
         for index, bound in enumerate(bounds):
@@ -134,7 +134,7 @@ def plot_training_curves(
     fig = Figure(figsize=(15, 4.2))
     ax_map, ax_queries, ax_cost = fig.subplots(1, 3)
     for index, (label, bands) in enumerate(variants.items()):
-        style = line_style(index)
+        style = _line_style(index)
         for ax, name, marker in ((ax_map, "mAP", "o"), (ax_queries, "queries_spent", ""), (ax_cost, "cost", "o")):
             points = bands.get(name, [])
             xs, means = [p["x"] for p in points], [p["mean"] for p in points]

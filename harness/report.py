@@ -890,7 +890,10 @@ def _run_bn_batch(run: Run) -> tuple[float | None, str]:
     if recorded is not _ABSENT and recorded is not None:
         return float(recorded), _bn_cell(float(recorded))
     computed = run.bn_batch
-    return computed, "n/a" if computed is None else f"{_bn_cell(computed)} (from config)"
+    if computed is None:
+        return None, "n/a"
+    paper = "" if computed == PAPER_BN_BATCH else f"; paper: {PAPER_BN_BATCH}"
+    return computed, f"{fmt_num(computed, 0)} (from config{paper})"
 
 
 def _paper_layout_cell(run: Run, bn_batch: float | None) -> str:
