@@ -7,7 +7,7 @@ SEEDS ?=
 DATA_DIR ?= data
 export DATA_DIR
 
-.PHONY: help setup demo test test-browser lint bench bench-eval bench-label gpu-check reproduce report ci-regression \
+.PHONY: help setup pretrain demo test test-browser lint bench bench-eval bench-label gpu-check reproduce report ci-regression \
         ablation sweep docker-build docker-reproduce lint-docker clean
 
 help:  ## list the targets
@@ -18,7 +18,10 @@ setup:  ## create .venv and install spal with its test, browser and docker extra
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -e '.[test,browser,docker]'
 
-demo:  ## train SPAL on the synthetic set (CPU, a few minutes) and compare with the same run at --budget 0
+pretrain:  ## the synthetic benchmark's pretrained backbone (cached under DATA_DIR/pretrained/; make demo does it too)
+	$(PY) -m spal pretrain --data-dir $(DATA_DIR)
+
+demo:  ## SPAL on the synthetic benchmark from its pretrained backbone vs the same run at --budget 0 (CPU, minutes)
 	$(PY) -m harness demo --data-dir $(DATA_DIR)
 
 test:  ## run the test suite (browser tests skip when no Chromium is installed)
@@ -58,7 +61,7 @@ reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=pape
 report:  ## regenerate results/REPORT.md, results/figures/ and results/tables/ from results/
 	$(PY) -m harness report
 
-ci-regression:  ## run the ci protocol and compare with results/ci/baseline.json
+ci-regression:  ## SPAL's paired gain over budget 0 and its level on a cut of synthetic-bench (results/ci/baseline.json)
 	$(PY) -m harness ci-regression --data-dir $(DATA_DIR)
 
 ablation:  ## make ablation DATASET=... [SEEDS=...]: the component ablation matrix

@@ -7,21 +7,17 @@ second with the tree to create.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from harness.datacheck import EXPECTED_TREES, expected_tree_message, missing_paths
 
-__all__ = ["run_command", "REPO_ROOT"]
+__all__ = ["run_command", "add_run_flags"]
 
 log = logging.getLogger("harness")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 _ALIASES = {"DATASET": "--dataset", "PROTOCOL": "--protocol", "SEEDS": "--seeds", "DATA_DIR": "--data-dir"}
 
 
@@ -35,14 +31,6 @@ def _expand_aliases(argv: list[str]) -> list[str]:
         else:
             out.append(word)
     return out
-
-
-def _results_dir() -> Path:
-    return Path(os.environ.get("SPAL_RESULTS_DIR", REPO_ROOT / "results"))
-
-
-def _logs_root() -> Path:
-    return Path(os.environ.get("SPAL_LOGS_DIR", REPO_ROOT / "logs" / "runs"))
 
 
 def add_run_flags(parser: argparse.ArgumentParser, layouts_help: str) -> None:
@@ -69,16 +57,6 @@ def _matrix_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise SystemExit(f"--override needs KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def _check_data(dataset: str, data_dir: str) -> bool:
     if dataset in EXPECTED_TREES and missing_paths(dataset, data_dir):
         sys.stderr.write(expected_tree_message(dataset, data_dir) + "\n")
@@ -86,98 +64,27 @@ def _check_data(dataset: str, data_dir: str) -> bool:
     return True
 
 
-def _synthetic_data_dir(data_dir: str, train: dict[str, Any]) -> str:
-    """Each synthetic size gets its own folder, so trees of different sizes never mix."""
-    spec = json.dumps(train.get("synthetic") or {}, sort_keys=True)
-    tag = hashlib.sha1(spec.encode()).hexdigest()[:8]
-    return str(Path(data_dir) / "synthetic" / f"{train['synthetic_layout']}-{tag}")
-
-
-def _build_cells(args: argparse.Namespace, kind: str) -> list[Any]:
-    from harness.protocols import load_protocol, protocol_layouts, variants
-    from harness.runs import Cell
-
-    protocol_name = args.protocol or ("ci" if args.dataset == "synthetic" else "paper")
-    layouts = protocol_layouts(protocol_name, args.dataset)
-    if args.layouts:
-        layouts = list(args.layouts.split(","))
-    elif kind != "full":
-        # The ablation and the sweep are many runs each: by default they use the first layout only.
-        layouts = layouts[:1]
-    overrides = dict(_parse_override(o) for o in args.override)
-    cells = []
-    for layout in layouts:
-        protocol = load_protocol(protocol_name, args.dataset, layout=layout)
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(protocol["seeds"])
-        chosen = [v for v in variants(protocol) if _belongs(v, kind, protocol)]
-        for variant in chosen:
-            train = {**variant["train"], **overrides}
-            name = variant["name"]
-            if overrides:
-                extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-                name = extra if name == "full" else f"{name},{extra}"
-            for seed in seeds:
-                cells.append(
-                    Cell(
-                        dataset=args.dataset,
-                        protocol=protocol_name,
-                        protocol_version=int(protocol["version"]),
-                        seed=seed,
-                        variant=name,
-                        train=train,
-                        gpus=int(protocol["layout"]["gpus"]),
-                        layout=layout,
-                        extra={"kind": variant["kind"], "overrides": {**variant["overrides"], **overrides}},
-                    )
-                )
-    return cells
-
-
-def _belongs(variant: dict[str, Any], kind: str, protocol: dict[str, Any]) -> bool:
-    """Which variants a command runs: ``full`` always; the sweep also takes ablation cells that are sweep points.
-
-    (``variants`` lists a run once, under its first name: random selection at the default budget is the
-    ablation's ``selection=random`` and also a point of the sweep's random curve.)
-    """
-    if variant["kind"] == "full" or variant["kind"] == kind:
-        return True
-    if kind != "sweep":
-        return False
-    overrides = variant["overrides"]
-    selection = overrides.get("selection", protocol["train"]["selection"])
-    return set(overrides) <= {"selection", "budget"} and selection in protocol["sweep"]["selections"]
-
-
 def _run_matrix(kind: str, argv: list[str]) -> int:
     args = _matrix_parser(kind).parse_args(_expand_aliases(argv))
     if not _check_data(args.dataset, args.data_dir):
         return 2
-    from harness.environment import collect_environment
+    from harness.matrix import build_cells, parse_override, results_dir, run_matrix
     from harness.report import write_report
-    from harness.runs import run_cell
 
-    cells = _build_cells(args, "full" if kind == "reproduce" else kind)
-    environment = _environment(collect_environment)
-    results = []
-    for cell in cells:
-        data_dir = (
-            _synthetic_data_dir(args.data_dir, cell.train) if cell.dataset == "synthetic" else args.data_dir
-        )
-        results.append(run_cell(cell, _results_dir(), _logs_root(), data_dir, environment))
-    report = write_report(_results_dir())
+    cells = build_cells(
+        args.dataset,
+        "full" if kind == "reproduce" else kind,
+        protocol=args.protocol,
+        seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None,
+        layouts=args.layouts.split(",") if args.layouts else None,
+        overrides=dict(parse_override(o) for o in args.override),
+    )
+    results = run_matrix(cells, args.data_dir)
+    report = write_report(results_dir())
     _print_summary(results)
     log.info("report: %s", report)
     failed = [r for r in results if r.status == "failed"]
     return 1 if failed else 0
-
-
-def _environment(collect) -> dict[str, Any]:
-    environment = collect(REPO_ROOT)
-    # Inside the container there is no .git: the image records the commit it was built from.
-    if environment.get("git_commit") is None and os.environ.get("SPAL_GIT_COMMIT"):
-        environment["git_commit"] = os.environ["SPAL_GIT_COMMIT"]
-        environment["git_dirty"] = os.environ.get("SPAL_GIT_DIRTY", "unknown") == "true"
-    return environment
 
 
 def _print_summary(results: list[Any]) -> None:

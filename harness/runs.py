@@ -21,7 +21,7 @@ from typing import Any
 
 from spal.engine.checkpoint import atomic_write_text
 
-__all__ = ["Cell", "run_cell", "run_cells", "CellResult"]
+__all__ = ["Cell", "run_cell", "CellResult"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Cell:
         variant: short name of what differs from the protocol (``full``, ``selection=random``, ``budget=0.5n``).
         train: every TrainConfig setting of the run (data_dir and logs_dir are filled in by the harness).
         gpus: GPUs the protocol was designed for (the paper's 4); BatchNorm groups emulate the missing ones.
+        pretrain: the protocol's ``pretrain`` object, when ``train["pretrained"]`` stands for the file it makes.
     """
 
     dataset: str
@@ -50,9 +51,13 @@ class Cell:
     gpus: int = 1
     layout: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, Any] | None = None
 
     def config_hash(self, commit: str | None) -> str:
         identity = {k: v for k, v in self.train.items() if k not in _NOT_IDENTITY}
+        if identity.get("pretrained"):
+            # The file, not where it lies: a made file is named by its SHA-256, so its name is its content.
+            identity["pretrained"] = Path(str(identity["pretrained"])).name
         blob = json.dumps(
             {
                 "train": identity,
@@ -202,13 +207,6 @@ def run_cell(
     )
     _write_json(final_path, final)
     return CellResult(cell, run_dir, "resumed" if resumed else "ran", final)
-
-
-def run_cells(
-    cells: list[Cell], results_dir: Path, logs_root: Path, data_dir: str, environment: dict[str, Any]
-) -> list[CellResult]:
-    """Run every cell in turn; a failing cell is reported and does not stop the others."""
-    return [run_cell(c, results_dir, logs_root, data_dir, environment) for c in cells]
 
 
 def _synthetic_size(train: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
-"""``spal synth | train | evaluate | annotate``: argument parsing, then one call into the library."""
+"""``spal synth | pretrain | train | evaluate | annotate``: argument parsing, then one call into the library."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -82,9 +83,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     from spal import models
 
     parser.add_argument("-d", "--dataset", choices=CHOICES["dataset"], default="synthetic")
-    parser.add_argument(
-        "-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)"
-    )
+    parser.add_argument("-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)")
     for flags, kwargs in _TRAIN_FLAGS:
         parser.add_argument(*flags, default=None, **kwargs)
     parser.add_argument(
@@ -105,6 +104,14 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON file of TrainConfig settings (flags override it)")
 
 
+def _add_pretrain_flags(parser: argparse.ArgumentParser) -> None:
+    from spal.engine.pretrain import PretrainConfig
+
+    for spec in dataclasses.fields(PretrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        parser.add_argument(flag, type=type(spec.default), default=spec.default, help=f"default {spec.default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spal", description="Support Pair Active Learning for person re-id")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -112,15 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write a synthetic data set in the Market-1501 or MSMT17_V1 layout")
     synth.add_argument("--layout", choices=CHOICES["synthetic_layout"], default="market1501")
-    synth.add_argument(
-        "--out", required=True, help="the data dir to write (it will hold market1501/ or msmt17/)"
-    )
+    synth.add_argument("--out", required=True, help="the data dir to write (it will hold market1501/ or msmt17/)")
     synth.add_argument("--num-ids", type=int)
     synth.add_argument("--num-cams", type=int)
     synth.add_argument("--images-per-id", type=int)
     synth.add_argument("--height", type=int, default=128)
     synth.add_argument("--width", type=int, default=64)
     synth.add_argument("--seed", type=int, default=0)
+
+    pre = sub.add_parser(
+        "pretrain",
+        help="train a backbone with identity labels on a separate generated population (the synthetic "
+        "benchmark's stand-in for ImageNet); prints the weight file for --pretrained",
+    )
+    pre.add_argument("--data-dir", default="data", help="cache folder (pretrained/ and the population go here)")
+    _add_pretrain_flags(pre)
 
     train = sub.add_parser("train", help="train SPAL (SPEC section 1)")
     _add_train_flags(train)
@@ -133,9 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=CHOICES["device"], default="auto")
     ev.add_argument("-j", "--workers", type=int, default=None)
 
-    sub.add_parser(
-        "annotate", help="serve the annotation page of a run (see spal annotate --help)", add_help=False
-    )
+    sub.add_parser("annotate", help="serve the annotation page of a run (see spal annotate --help)", add_help=False)
     return parser
 
 
@@ -212,13 +223,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
             log.error("invalid setting: %s", error)
             return 2
     try:
-        summary = run_training(
-            cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human
-        )
+        summary = run_training(cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human)
     finally:
         if human is not None:
             human.close()
     log.info("final: %s", json.dumps({k: summary[k] for k in ("mAP", "rank1", "queries_spent", "budget")}))
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from spal.engine.pretrain import PretrainConfig, pretrain
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)}
+    try:
+        cfg = PretrainConfig.from_dict(values)
+    except ValueError as error:
+        log.error("invalid setting: %s", error)
+        return 2
+    weights = pretrain(cfg, args.data_dir)
+    sys.stdout.write(f"{weights}\n")
     return 0
 
 
@@ -251,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     from spal.datasets import DatasetError
 
     try:
-        return {"synth": _cmd_synth, "train": _cmd_train, "evaluate": _cmd_evaluate}[args.command](args)
+        return {"synth": _cmd_synth, "pretrain": _cmd_pretrain, "train": _cmd_train, "evaluate": _cmd_evaluate}[
+            args.command
+        ](args)
     except (DatasetError, FileNotFoundError) as error:
         log.error("%s", error)
         return 2

@@ -12,7 +12,10 @@ A protocol file (``harness/protocols/<name>.json``) holds:
   overrides);
 - ``ablation``: the variants of the ablation study, each ``{"name", "description", "overrides"}``; the name is
   ``key=value[,key=value]`` over TrainConfig keys (:func:`variant_name`), e.g. ``"selection=random"``;
-- ``sweep``: ``{"budgets": [...], "selections": [...]}``, the annotation-budget sweep.
+- ``sweep``: ``{"budgets": [...], "selections": [...]}``, the annotation-budget sweep;
+- optionally ``pretrain``: the :class:`spal.engine.pretrain.PretrainConfig` of a backbone pretrained on a
+  separate generated population; ``train.pretrained`` = :data:`PRETRAIN_MARKER` then stands for its file,
+  which the harness makes (or finds in the data dir's cache) before the runs.
 
 Overrides replace whole values (a ``synthetic`` object in an override replaces the default one). The merged
 ``train`` object must name every TrainConfig key and no other: :func:`load_protocol` checks this and the type
@@ -33,6 +36,7 @@ from spal.engine.config import TrainConfig
 __all__ = [
     "PROTOCOL_DIR",
     "TRAIN_KEYS",
+    "PRETRAIN_MARKER",
     "ProtocolError",
     "apply_overrides",
     "bn_groups_for",
@@ -93,6 +97,9 @@ _TOP_LEVEL_KEYS = {
     "ablation",
     "sweep",
 }
+_OPTIONAL_KEYS = {"pretrain"}
+#: ``train.pretrained`` value meaning "the file the protocol's ``pretrain`` object makes".
+PRETRAIN_MARKER = "@pretrain"
 _LAYOUT_KEYS = ("gpus", "per_gpu_batch", "global_batch", "bn_group_size")
 
 
@@ -307,7 +314,7 @@ def read_protocol_file(path: Path | str) -> dict[str, Any]:
         raise ProtocolError(f"{where}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
         raise ProtocolError(f"{where}: the top level must be a JSON object")
-    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS - _OPTIONAL_KEYS)
     missing = sorted(_TOP_LEVEL_KEYS - set(data))
     if unknown or missing:
         raise ProtocolError(
@@ -326,6 +333,7 @@ def read_protocol_file(path: Path | str) -> dict[str, Any]:
     _check_layout(data["layout"], data["train"], where)
     _check_ablation(data["ablation"], data["train"], where)
     _check_sweep(data["sweep"], data["train"], where)
+    _check_pretrain(data, where)
     if not (isinstance(data["datasets"], dict) and data["datasets"]):
         raise ProtocolError(f"{where}: datasets must be a non-empty object keyed by data set name")
     for dataset, entry in data["datasets"].items():
@@ -333,6 +341,22 @@ def read_protocol_file(path: Path | str) -> dict[str, Any]:
         for layout in layouts or [None]:
             _merge_dataset(data, dataset, layout, where)
     return data
+
+
+def _check_pretrain(data: Mapping[str, Any], where: str) -> None:
+    from spal.engine.pretrain import PretrainConfig
+
+    uses = data["train"].get("pretrained") == PRETRAIN_MARKER
+    if "pretrain" not in data:
+        if uses:
+            raise ProtocolError(f"{where}: train.pretrained is {PRETRAIN_MARKER!r} but there is no pretrain object")
+        return
+    if not uses:
+        raise ProtocolError(f"{where}: a pretrain object needs train.pretrained = {PRETRAIN_MARKER!r}")
+    try:
+        PretrainConfig.from_dict(dict(data["pretrain"]))
+    except (TypeError, ValueError) as err:
+        raise ProtocolError(f"{where}: pretrain: {err}") from err
 
 
 def _merge_dataset(data: Mapping[str, Any], dataset: str, layout: str | None, where: str) -> dict[str, Any]:
@@ -371,7 +395,7 @@ def load_protocol(
     Returns:
         ``{"protocol", "version", "description", "dataset", "dataset_description", "num_train_images" (int or
         None), "synthetic_layout" (str or None), "seeds", "layout", "train" (every TrainConfig key),
-        "ablation", "sweep"}``.
+        "ablation", "sweep", "pretrain" (dict or None)}``.
 
     Raises:
         ProtocolError: for an unknown protocol, data set or layout, or an invalid file; the message lists the
@@ -412,6 +436,7 @@ def load_protocol(
         "train": train,
         "ablation": copy.deepcopy(data["ablation"]),
         "sweep": copy.deepcopy(data["sweep"]),
+        "pretrain": copy.deepcopy(data.get("pretrain")),
     }
 
 
@@ -433,6 +458,8 @@ def variants(protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
     seen = {json.dumps(v["train"], sort_keys=True) for v in out}
     for selection in protocol["sweep"]["selections"]:
         for budget in protocol["sweep"]["budgets"]:
+            if _sweep_budget(budget) == 0 and selection != base["selection"]:
+                continue  # with no queries the selection strategy changes nothing: budget 0 is run once
             overrides: dict[str, Any] = {}
             if selection != base["selection"]:
                 overrides["selection"] = selection

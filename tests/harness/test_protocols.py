@@ -81,7 +81,7 @@ def _edit(folder: Path, name: str, edit: Callable[[dict[str, Any]], Any]) -> Non
 
 
 def test_protocol_names() -> None:
-    assert protocol_names() == ["ci", "paper", "smoke"]
+    assert protocol_names() == ["ci", "paper", "smoke", "synthetic-bench"]
 
 
 @pytest.mark.parametrize("dataset", ["market1501", "msmt17"])
@@ -205,8 +205,10 @@ def test_variants_cover_ablation_and_sweep_once() -> None:
     assert by_name["selection=random,budget=0.25n"]["train"]["selection"] == "random"
     # DUS at 2n is "full" and random at 2n is the ablation's "selection=random": not repeated.
     assert "budget=2n" not in by_name and "selection=random,budget=2n" not in by_name
+    # Budget 0 asks nothing, so it is run once, not once a selection strategy.
+    assert "selection=random,budget=0" not in by_name
     sweep = [v for v in listed if v["kind"] == "sweep"]
-    assert len(sweep) == 2 * 5 - 2
+    assert len(sweep) == 2 * 5 - 3
 
 
 # The keys the run/config contract fixes (the engine may add more; the protocols must name those too).
@@ -226,3 +228,39 @@ def test_every_protocol_builds_the_engine_train_config(name: str, dataset: str) 
     assert set(CONTRACT_KEYS) <= set(train)
     config = TrainConfig.from_dict(train)
     assert dataclasses.asdict(config) == {**train, "budget": str(train["budget"])}
+
+
+def test_synthetic_bench_starts_from_the_pretrain_object_and_spal_pretrain_makes_the_same_file() -> None:
+    import dataclasses
+
+    from harness.protocols import PRETRAIN_MARKER
+    from spal.engine.pretrain import PretrainConfig
+
+    protocol = load_protocol("synthetic-bench", "synthetic")
+    assert protocol["train"]["pretrained"] == PRETRAIN_MARKER
+    # `spal pretrain` / `make pretrain` without flags make exactly the benchmark's file.
+    assert protocol["pretrain"] == dataclasses.asdict(PretrainConfig())
+    # The benchmark population and the pretraining population are different generator draws.
+    assert protocol["train"]["synthetic"]["seed"] != protocol["pretrain"]["data_seed"]
+    assert len(protocol["seeds"]) == 5
+
+
+def test_a_pretrain_marker_without_a_pretrain_object_is_refused(tmp_path) -> None:
+    import json
+
+    from harness.protocols import ProtocolError, read_protocol_file
+
+    data = json.loads((PROTOCOL_DIR / "synthetic-bench.json").read_text())
+    broken = dict(data)
+    del broken["pretrain"]
+    (tmp_path / "synthetic-bench.json").write_text(json.dumps(broken))
+    with pytest.raises(ProtocolError, match="no pretrain object"):
+        read_protocol_file(tmp_path / "synthetic-bench.json")
+    orphan = {**data, "train": {**data["train"], "pretrained": None}}
+    (tmp_path / "synthetic-bench.json").write_text(json.dumps(orphan))
+    with pytest.raises(ProtocolError, match="needs train.pretrained"):
+        read_protocol_file(tmp_path / "synthetic-bench.json")
+    bad = {**data, "pretrain": {**data["pretrain"], "epochs": 0}}
+    (tmp_path / "synthetic-bench.json").write_text(json.dumps(bad))
+    with pytest.raises(ProtocolError, match="pretrain: pretrain epochs"):
+        read_protocol_file(tmp_path / "synthetic-bench.json")

@@ -1,0 +1,83 @@
+"""``make ci-regression``: the judgement on hand-made numbers, and a broken method failing the real check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.regression import BASELINE_PATH, judge, load_baseline
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = {
+    "protocol": "synthetic-bench",
+    "layout": "market1501",
+    "seeds": [1, 2, 3],
+    "full": {"mAP": 50.0, "mAP_tolerance": 4.0},
+    "gain": {"min_mAP": 1.0},
+    "justification": "hand-made",
+}
+
+
+def test_a_clear_gain_at_the_expected_level_passes() -> None:
+    ok, rows = judge({1: 51.0, 2: 49.0, 3: 50.5}, {1: 45.0, 2: 46.0, 3: 44.0}, BASELINE)
+    assert ok
+    assert rows[0][2].startswith("+5.17") and rows[0][3] == "ok"
+    assert rows[1][3] == "ok"
+
+
+def test_no_gain_fails_even_at_a_good_level() -> None:
+    # The labels stopped mattering: SPAL equals the run without labels on every seed.
+    ok, rows = judge({1: 60.0, 2: 61.0, 3: 59.0}, {1: 60.0, 2: 61.0, 3: 59.0}, BASELINE)
+    assert not ok
+    assert rows[0][3] == "FAIL: the labels no longer help"
+    assert rows[1][3] == "ok (better: the baseline could be raised)"
+
+
+def test_a_drop_of_the_level_beyond_the_tolerance_fails() -> None:
+    ok, rows = judge({1: 45.0, 2: 46.0, 3: 45.5}, {1: 40.0, 2: 41.0, 3: 40.0}, BASELINE)
+    assert not ok
+    assert rows[0][3] == "ok" and rows[1][3] == "FAIL: regression"
+
+
+def test_a_missing_seed_fails() -> None:
+    ok, rows = judge({1: 51.0, 2: 49.0}, {1: 45.0, 2: 46.0, 3: 44.0}, BASELINE)
+    assert not ok and rows[0][3] == "FAIL: no result" and "[3]" in rows[0][2]
+
+
+def test_the_committed_baseline_is_complete_and_its_tolerances_come_with_figures() -> None:
+    baseline = load_baseline(BASELINE_PATH)
+    assert baseline["protocol"] == "synthetic-bench"
+    assert baseline["gain"]["min_mAP"] > 0
+    assert baseline["full"]["mAP_tolerance"] > 0
+    # Every tolerance is set from measurements that are written down beside it.
+    assert baseline["measurements"], "the baseline must carry the figures that set its tolerances"
+
+
+@pytest.mark.slow
+def test_ci_regression_fails_a_method_that_ignores_its_constraints(tmp_path: Path) -> None:
+    """Answers asked but never used (plain clustering, no support-pair loss): no gain, so the check fails.
+
+    One seed keeps it short; the pretrained backbone is shared with ``make ci-regression`` through the data dir.
+    """
+    baseline = {**load_baseline(BASELINE_PATH), "seeds": [1]}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    env = {
+        **os.environ,
+        "SPAL_RESULTS_DIR": str(tmp_path / "results"),
+        "SPAL_LOGS_DIR": str(tmp_path / "logs"),
+    }
+    data_dir = os.environ.get("DATA_DIR", str(ROOT / "data"))
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "ci-regression", "--baseline", str(path), "--data-dir", data_dir,
+         "--override", "clustering=plain", "--override", "lambda_sp=0"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert "FAIL: the labels no longer help" in done.stdout
+    assert "CI regression check FAILED" in done.stdout
