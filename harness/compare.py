@@ -769,7 +769,8 @@ def _comparison_plan(variants: Mapping[str, Sequence[Run]]) -> list[tuple[str, s
         if _is_sweep_variant(name) and runs:
             train = runs[0].train
             sweep[(str(train.get("budget")), str(train.get("selection", "dus")))] = name
-    budgets = sorted({budget for budget, _ in sweep}, key=_budget_order)
+    # At budget 0 nothing is selected, so the selection strategy cannot matter (the sweep runs budget 0 once).
+    budgets = sorted({budget for budget, _ in sweep if _budget_order(budget)[1] != 0}, key=_budget_order)
     for budget in budgets:
         dus, rnd = sweep.get((budget, "dus")), sweep.get((budget, "random"))
         missing = "DUS" if dus is None else "random-selection" if rnd is None else ""

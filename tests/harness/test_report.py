@@ -509,6 +509,8 @@ def test_paired_comparisons_on_hand_made_numbers(tmp_path: Path) -> None:
     # The "full" run is DUS at 2n; no random run there: one line, not a crash.
     [at_2n] = [r for r in records if r["comparison"] == "DUS vs random at budget 2n"]
     assert at_2n["metric"] is None and at_2n["note"] == "cannot be compared: no random-selection runs in this set"
+    # Budget 0 selects nothing: DUS vs random is not asked there.
+    assert not [r for r in records if r["comparison"] == "DUS vs random at budget 0"]
     assert [r["comparison"] for r in records if r["metric"] == "mAP"] == [
         "SPAL (full) vs budget 0",
         "DUS vs random at budget 1n",
