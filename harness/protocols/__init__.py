@@ -182,7 +182,7 @@ def validate_train(train: Mapping[str, Any], where: str = "train") -> None:
     if train["batch_size"] % train["num_instances"]:
         raise ProtocolError(
             f"{where}: batch_size {train['batch_size']} is not a multiple of num_instances "
-            f"{train['num_instances']} (a PK batch holds batch_size / num_instances identities)"
+            f"{train['num_instances']} (every cluster adds num_instances images to the sampler's stream)"
         )
     if train["k2"] > train["k1"]:
         raise ProtocolError(f"{where}: k2 = {train['k2']} must not exceed k1 = {train['k1']}")

@@ -191,11 +191,10 @@ def run_training(
             answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
     """
     ctx = ctx or init_distributed(cfg.device)
-    if cfg.batch_size % (ctx.world_size * cfg.num_instances):
+    if cfg.batch_size % ctx.world_size:
         raise ValueError(
-            f"the global batch {cfg.batch_size} must split into {ctx.world_size} process shares of whole "
-            f"identities ({cfg.num_instances} images each); choose -b as a multiple of "
-            f"{ctx.world_size * cfg.num_instances}"
+            f"the global batch {cfg.batch_size} does not split into {ctx.world_size} equal process slices; "
+            f"choose -b as a multiple of {ctx.world_size}"
         )
     logs_dir = Path(cfg.logs_dir)
     if ctx.is_main:
@@ -210,6 +209,7 @@ def run_training(
         data.log_summary()
     n = len(data.train)
     pids = np.array([r[1] for r in data.train], dtype=np.int64)
+    camids = np.array([r[2] for r in data.train], dtype=np.int64)
 
     model = models.create(cfg.arch, pretrained=cfg.pretrained, bn_groups=cfg.bn_groups).to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -292,6 +292,7 @@ def run_training(
                 memory,
                 images,
                 targets,
+                camids=camids,
                 epoch=epoch,
                 iters=cfg.iters,
                 batch_size=cfg.batch_size,
@@ -460,13 +461,6 @@ def _label_phase(
             )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)
-    if num_classes < cfg.batch_size // cfg.num_instances:
-        log.warning(
-            "epoch %d: %d pseudo identities, fewer than the %d a PK batch needs; sampling with replacement",
-            epoch,
-            num_classes,
-            cfg.batch_size // cfg.num_instances,
-        )
     targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())
     stats = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in stats.items()}
     stats["num_classes"] = num_classes

@@ -75,6 +75,7 @@ def test_lambda_switches_the_support_pair_loss(lambda_sp: float) -> None:
         memory,
         images,
         targets,
+        camids=np.arange(n) % 3,
         epoch=0,
         iters=2,
         batch_size=16,
