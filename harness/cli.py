@@ -154,9 +154,17 @@ def _run_matrix(kind: str, argv: list[str]) -> int:
         return 2
     from harness.environment import collect_environment
     from harness.report import write_report
-    from harness.runs import run_cell
+    from harness.runs import process_layout, run_cell
+    from spal.models import BatchNormLayoutError
 
     cells = _build_cells(args, "full" if kind == "reproduce" else kind)
+    try:
+        # Refuse a world size that cannot keep the protocol's BatchNorm groups before any run starts.
+        for cell in cells:
+            process_layout(cell)
+    except BatchNormLayoutError as error:
+        sys.stderr.write(f"{kind}: {error}\n")
+        return 2
     environment = _environment(collect_environment)
     results = []
     for cell in cells:

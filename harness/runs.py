@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spal import models
 from spal.engine.checkpoint import atomic_write_text
 
-__all__ = ["Cell", "run_cell", "run_cells", "CellResult"]
+__all__ = ["Cell", "run_cell", "run_cells", "CellResult", "process_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,24 @@ def _gpu_count() -> int:
         return 0
 
 
+def process_layout(cell: Cell, world_size: int | None = None) -> tuple[int, int, int]:
+    """``(world_size, bn_groups, bn_batch)`` of a cell: processes, BatchNorm groups a process, images a group.
+
+    The processes are the visible GPUs up to the protocol's ``gpus`` (or ``world_size`` when given); the
+    BatchNorm group size is the protocol's (its one-process ``train.bn_groups`` cut the global batch into groups
+    of ``bn_batch``), kept at every world size by :func:`spal.models.bn_groups_for`.
+
+    Raises:
+        spal.models.BatchNormLayoutError: the processes cannot split the batch into such groups (e.g. 3 GPUs for
+            the paper's 64 images in groups of 16); the message names the counts that work.
+    """
+    gpus = _gpu_count() if world_size is None else world_size
+    world = max(1, min(gpus, cell.gpus)) if gpus > 1 else 1
+    batch = int(cell.train["batch_size"])
+    bn_batch = batch // int(cell.train["bn_groups"])
+    return world, models.bn_groups_for(batch, world, bn_batch), bn_batch
+
+
 def _launch_command(config_path: Path, cell: Cell, logs_dir: Path, world_size: int) -> list[str]:
     spal_args = [
         "-m",
@@ -123,7 +142,12 @@ def run_cell(
     *,
     world_size: int | None = None,
 ) -> CellResult:
-    """Run one cell unless it is complete; resume it when its checkpoint exists."""
+    """Run one cell unless it is complete; resume it when its checkpoint exists.
+
+    Raises:
+        spal.models.BatchNormLayoutError: before any work, when the world size cannot keep the protocol's
+            BatchNorm group size (see :func:`process_layout`).
+    """
     commit = environment.get("git_commit")
     run_id = cell.run_id(commit)
     relative = Path(cell.dataset) / cell.protocol / run_id
@@ -134,9 +158,7 @@ def run_cell(
         log.info("run %s is complete (%s); nothing to do", run_id, final_path)
         return CellResult(cell, run_dir, "complete", json.loads(final_path.read_text()))
 
-    gpus = _gpu_count() if world_size is None else world_size
-    world = max(1, min(gpus, cell.gpus)) if gpus > 1 else 1
-    bn_groups = max(1, cell.gpus // world) if cell.gpus > world else int(cell.train.get("bn_groups", 1))
+    world, bn_groups, bn_batch = process_layout(cell, world_size)
     train = {
         **cell.train,
         "data_dir": data_dir,
@@ -169,6 +191,7 @@ def run_cell(
         "world_size": world,
         "gpus": cell.gpus,
         "bn_groups": bn_groups,
+        "bn_batch": bn_batch,
         "synthetic": cell.dataset == "synthetic",
         **cell.extra,
     }

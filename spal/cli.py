@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,11 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--seed",), {"type": int}),
     (
         ("--bn-groups",),
-        {"type": int, "help": "normalise K groups of the batch separately (4 = the paper's 4 GPUs)"},
+        {
+            "type": int,
+            "help": "BatchNorm groups each process cuts its slice of the batch into (default: groups of 16 "
+            "images at any number of processes, as the paper's 4 GPUs x 16: 4 groups on one process at -b 64)",
+        },
     ),
     (("--selection",), {"choices": CHOICES["selection"]}),
     (("--clustering",), {"choices": CHOICES["clustering"]}),
@@ -195,6 +200,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from spal.engine.protocol import run_training
+    from spal.models import BatchNormLayoutError
 
     try:
         cfg = train_config_from_args(args)
@@ -215,6 +221,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         summary = run_training(
             cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human
         )
+    except BatchNormLayoutError as error:
+        # Every process of a torchrun refuses alike; one line from the first is enough.
+        if os.environ.get("RANK", "0") == "0":
+            log.error("%s", error)
+        return 2
     finally:
         if human is not None:
             human.close()

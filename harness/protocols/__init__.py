@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spal import models
 from spal.engine.config import TrainConfig
 
 __all__ = [
@@ -458,18 +459,14 @@ def protocol_layouts(name: str, dataset: str, directory: Path | str | None = Non
 def bn_groups_for(protocol: Mapping[str, Any], world_size: int) -> int:
     """BatchNorm groups each process needs so that BN sees ``layout.bn_group_size`` images at a time.
 
-    With the paper's layout (global batch 64, groups of 16): 4 on one GPU, 2 on two, 1 on four.
+    The rule is the library's (:func:`spal.models.bn_groups_for`, also ``spal train``'s default); with the
+    paper's layout (global batch 64, groups of 16): 4 on one GPU, 2 on two, 1 on four.
 
     Raises:
         ProtocolError: when ``world_size`` does not divide the number of groups (say which GPU counts work).
     """
     layout = protocol["layout"]
-    groups = layout["global_batch"] // layout["bn_group_size"]
-    if world_size < 1 or groups % world_size:
-        valid = [w for w in range(1, groups + 1) if groups % w == 0]
-        raise ProtocolError(
-            f"protocol {protocol['protocol']!r}: {world_size} processes cannot split {groups} "
-            f"BatchNorm groups of {layout['bn_group_size']} images evenly; "
-            f"use {', '.join(map(str, valid))} GPUs"
-        )
-    return groups // world_size
+    try:
+        return models.bn_groups_for(layout["global_batch"], world_size, layout["bn_group_size"])
+    except models.BatchNormLayoutError as err:
+        raise ProtocolError(f"protocol {protocol['protocol']!r}: {err}") from err

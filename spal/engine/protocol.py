@@ -191,10 +191,12 @@ def run_training(
             answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
     """
     ctx = ctx or init_distributed(cfg.device)
-    if cfg.batch_size % ctx.world_size:
-        raise ValueError(
-            f"the global batch {cfg.batch_size} does not split into {ctx.world_size} equal process slices; "
-            f"choose -b as a multiple of {ctx.world_size}"
+    # Before any work: the BatchNorm layout (SPEC 2: groups of 16 images at every world size unless told).
+    bn_groups = models.resolve_bn_groups(cfg.batch_size, ctx.world_size, cfg.bn_groups)
+    bn_batch = cfg.batch_size // (ctx.world_size * bn_groups)
+    if ctx.is_main:
+        log.info(
+            "BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size
         )
     logs_dir = Path(cfg.logs_dir)
     if ctx.is_main:
@@ -211,7 +213,7 @@ def run_training(
     pids = np.array([r[1] for r in data.train], dtype=np.int64)
     camids = np.array([r[2] for r in data.train], dtype=np.int64)
 
-    model = models.create(cfg.arch, pretrained=cfg.pretrained, bn_groups=cfg.bn_groups).to(ctx.device)
+    model = models.create(cfg.arch, pretrained=cfg.pretrained, bn_groups=bn_groups).to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
@@ -243,7 +245,7 @@ def run_training(
         # A finished run: nothing to decode or train, only its summary to restate.
         if ctx.is_main:
             log.info("the run in %s is complete (%d epochs); nothing to train", logs_dir, cfg.epochs)
-        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir)
+        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir, bn_batch=bn_batch)
 
     with _Timer(ctx.device) as timer:
         images = load_images(data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
@@ -351,7 +353,9 @@ def run_training(
             _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
         barrier(ctx)
 
-    return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir)
+    return _finish(
+        cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, bn_batch=bn_batch
+    )
 
 
 def _finish(
@@ -363,9 +367,11 @@ def _finish(
     ctx: DistContext,
     elapsed: float,
     logs_dir: Path,
+    *,
+    bn_batch: int,
 ) -> dict[str, Any]:
     """Write ``final.json`` (rank 0) and return it."""
-    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed)
+    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed, bn_batch=bn_batch)
     if ctx.is_main:
         atomic_write_text(logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -491,8 +497,14 @@ def _summary(
     data: datasets.ReIDDataset,
     ctx: DistContext,
     elapsed: float,
+    *,
+    bn_batch: int,
 ) -> dict[str, Any]:
-    """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys."""
+    """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys.
+
+    Also the layout it trained with (SPEC 8): ``world_size`` and ``bn_batch``, the images each BatchNorm group
+    normalised over (16 in the paper's runs at every world size).
+    """
     evaluated = [m for m in state.metrics if "mAP" in m]
     final = evaluated[-1] if evaluated and evaluated[-1]["epoch"] == cfg.epochs - 1 else {}
     best = max(evaluated, key=lambda m: m["mAP"]) if evaluated else {}
@@ -509,5 +521,6 @@ def _summary(
         phase_times={k: round(v, 3) for k, v in state.phase_totals.items()},
         device=str(ctx.device),
         world_size=ctx.world_size,
+        bn_batch=bn_batch,
     )
     return summary

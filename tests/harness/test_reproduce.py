@@ -63,6 +63,10 @@ def test_cell_runs_then_is_complete_then_resumes(tmp_path: Path) -> None:
     for key in ("mAP", "rank1", "rank5", "rank10", "queries_spent", "budget", "pairs_known"):
         assert isinstance(final[key], (int, float)), key
     assert final["synthetic"] is True and final["seed"] == 1
+    # The layout it trained with (SPEC 8): one process, BatchNorm over the smoke protocol's 16 images.
+    assert (final["world_size"], final["bn_batch"]) == (1, 16)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["world_size"], config["bn_groups"], config["bn_batch"]) == (1, 1, 16)
     assert json.loads((run_dir / "env.json").read_text())["git_commit"] == "0" * 40
 
     again = run_cell(cell, results, logs, data_dir, ENV)
@@ -95,3 +99,33 @@ def test_ci_regression_catches_a_broken_method(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     assert "FAIL: regression" in done.stdout
     assert "CI regression check FAILED" in done.stdout
+
+
+@pytest.mark.parametrize(("gpus", "layout"), [(0, (1, 4, 16)), (1, (1, 4, 16)), (2, (2, 2, 16)), (4, (4, 1, 16)),
+                                              (8, (4, 1, 16))])
+def test_paper_cells_keep_batchnorm_over_16_images_at_every_world_size(gpus: int, layout: tuple) -> None:
+    import argparse
+
+    from harness.runs import process_layout
+
+    args = argparse.Namespace(dataset="market1501", protocol="paper", seeds="1", layouts=None, override=[])
+    (cell,) = _build_cells(args, "full")
+    assert process_layout(cell, world_size=gpus) == layout
+
+
+def test_three_gpus_are_refused_and_the_ci_protocol_keeps_its_one_group(tmp_path: Path) -> None:
+    import argparse
+
+    from harness.runs import process_layout
+    from spal.models import BatchNormLayoutError
+
+    args = argparse.Namespace(dataset="market1501", protocol="paper", seeds="1", layouts=None, override=[])
+    (cell,) = _build_cells(args, "full")
+    with pytest.raises(BatchNormLayoutError, match="run on 1, 2 or 4 processes"):
+        process_layout(cell, world_size=3)
+    with pytest.raises(BatchNormLayoutError):
+        run_cell(cell, tmp_path / "results", tmp_path / "logs", str(tmp_path), ENV, world_size=3)
+    assert not (tmp_path / "results").exists()  # refused before any file was written
+    ci = argparse.Namespace(dataset="synthetic", protocol="ci", seeds="1", layouts="market1501", override=[])
+    (cell,) = _build_cells(ci, "full")
+    assert process_layout(cell, world_size=4) == (1, 1, 32)  # a one-GPU protocol runs on one process
