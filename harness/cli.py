@@ -22,7 +22,13 @@ __all__ = ["run_command", "REPO_ROOT"]
 log = logging.getLogger("harness")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_ALIASES = {"DATASET": "--dataset", "PROTOCOL": "--protocol", "SEEDS": "--seeds", "DATA_DIR": "--data-dir"}
+_ALIASES = {
+    "DATASET": "--dataset",
+    "PROTOCOL": "--protocol",
+    "SEEDS": "--seeds",
+    "DATA_DIR": "--data-dir",
+    "PRETRAINED": "--pretrained",
+}
 
 
 def _expand_aliases(argv: list[str]) -> list[str]:
@@ -65,6 +71,13 @@ def _matrix_parser(prog: str) -> argparse.ArgumentParser:
         "--protocol", help="paper for real data, ci for synthetic unless given (see harness/protocols/)"
     )
     parser.add_argument("--seeds", help="comma-separated seeds (default: the protocol's)")
+    parser.add_argument(
+        "--pretrained",
+        metavar="PATH|imagenet|none",
+        help="the backbone's ImageNet weight file for every run (default: the protocol's train.pretrained; the "
+        "paper protocol's 'imagenet' is the file in torch's hub cache, $TORCH_HOME/hub/checkpoints); the runs "
+        "stop before any work when it is missing",
+    )
     add_run_flags(parser, "synthetic only: comma-separated layouts (default: all the protocol has)")
     return parser
 
@@ -112,6 +125,9 @@ def _build_cells(args: argparse.Namespace, kind: str) -> list[Any]:
         chosen = [v for v in variants(protocol) if _belongs(v, kind, protocol)]
         for variant in chosen:
             train = {**variant["train"], **overrides}
+            if getattr(args, "pretrained", None):
+                # Where the weights are, not what is computed: not part of the variant's name.
+                train["pretrained"] = args.pretrained
             name = variant["name"]
             if overrides:
                 extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
@@ -155,14 +171,16 @@ def _run_matrix(kind: str, argv: list[str]) -> int:
     from harness.environment import collect_environment
     from harness.report import write_report
     from harness.runs import process_layout, run_cell
-    from spal.models import BatchNormLayoutError
+    from spal.models import BatchNormLayoutError, PretrainedNotFoundError, resolve_pretrained
 
     cells = _build_cells(args, "full" if kind == "reproduce" else kind)
     try:
-        # Refuse a world size that cannot keep the protocol's BatchNorm groups before any run starts.
+        # Before any run starts: a world size that cannot keep the protocol's BatchNorm groups, or missing weights.
         for cell in cells:
             process_layout(cell)
-    except BatchNormLayoutError as error:
+        for arch, pretrained in sorted({(c.train["arch"], c.train["pretrained"] or "") for c in cells}):
+            resolve_pretrained(arch, pretrained or None)
+    except (BatchNormLayoutError, PretrainedNotFoundError) as error:
         sys.stderr.write(f"{kind}: {error}\n")
         return 2
     environment = _environment(collect_environment)

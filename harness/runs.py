@@ -54,6 +54,7 @@ class Cell:
 
     def config_hash(self, commit: str | None) -> str:
         identity = {k: v for k, v in self.train.items() if k not in _NOT_IDENTITY}
+        identity["pretrained"] = _weights_identity(identity.get("pretrained"))
         blob = json.dumps(
             {
                 "train": identity,
@@ -79,6 +80,14 @@ class CellResult:
     status: str  # "complete" (already done), "ran", "resumed", "failed"
     final: dict[str, Any] | None = None
     error: str | None = None
+
+
+def _weights_identity(pretrained: str | None) -> str | None:
+    """A run's weights as its id sees them: the words ``none`` / ``imagenet`` as they are, a path by its file name
+    (the same file under another folder, or on another host, is the same run)."""
+    if pretrained is None or pretrained in models.PRETRAINED_CHOICES:
+        return pretrained
+    return f"file:{Path(pretrained).name}"
 
 
 def _gpu_count() -> int:
@@ -144,9 +153,14 @@ def run_cell(
 ) -> CellResult:
     """Run one cell unless it is complete; resume it when its checkpoint exists.
 
+    The weights are resolved here (``train.pretrained``: a path, ``imagenet`` from torch's hub cache, or
+    ``none``) and the file found is what training loads; its name and SHA-256 go into ``config.json`` and
+    ``env.json`` (and, from training, ``final.json``).
+
     Raises:
         spal.models.BatchNormLayoutError: before any work, when the world size cannot keep the protocol's
             BatchNorm group size (see :func:`process_layout`).
+        spal.models.PretrainedNotFoundError: before any work, when the weight file is missing.
     """
     commit = environment.get("git_commit")
     run_id = cell.run_id(commit)
@@ -159,11 +173,18 @@ def run_cell(
         return CellResult(cell, run_dir, "complete", json.loads(final_path.read_text()))
 
     world, bn_groups, bn_batch = process_layout(cell, world_size)
+    weights = models.resolve_pretrained(cell.train["arch"], cell.train["pretrained"])
+    recorded_weights = {
+        "pretrained": weights.name if weights else None,
+        "pretrained_sha256": weights.sha256 if weights else None,
+    }
     train = {
         **cell.train,
         "data_dir": data_dir,
         "logs_dir": str(logs_dir),
         "bn_groups": bn_groups,
+        # The file found here is the file trained with, whatever the training process's hub cache holds.
+        "pretrained": str(weights.path) if weights else "none",
         "seed": cell.seed,
     }
     resumed = (logs_dir / "checkpoint.pth").is_file()
@@ -192,11 +213,12 @@ def run_cell(
         "gpus": cell.gpus,
         "bn_groups": bn_groups,
         "bn_batch": bn_batch,
+        **recorded_weights,
         "synthetic": cell.dataset == "synthetic",
         **cell.extra,
     }
     _write_json(run_dir / "config.json", config)
-    _write_json(run_dir / "env.json", environment)
+    _write_json(run_dir / "env.json", {**environment, **recorded_weights})
     config_path = logs_dir / "train_config.json"
     _write_json(config_path, train)
 

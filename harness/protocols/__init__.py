@@ -147,7 +147,10 @@ def _check_value(key: str, value: Any, where: str) -> None:
             problem = "must be a non-empty path string"
     elif key == "pretrained":
         if not (value is None or (isinstance(value, str) and value)):
-            problem = "must be a path string or null"
+            problem = (
+                'must be a weight file path, "imagenet" (the file in torch\'s hub cache), "none" (random '
+                "weights on purpose) or null (the backbone's default)"
+            )
     elif key == "budget":
         if not ((_is_int(value) and value >= 0) or (isinstance(value, str) and _BUDGET_RE.match(value))):
             problem = 'must be a query count (integer >= 0) or a multiple of n such as "2n" or "0.25n"'

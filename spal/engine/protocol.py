@@ -206,6 +206,7 @@ def run_training(
     run_start = time.perf_counter()
     _seed_everything(cfg.seed)
 
+    # A missing data set is named first (SPEC 8); listing it is no work yet.
     data = load_dataset(cfg)
     if ctx.is_main:
         data.log_summary()
@@ -213,7 +214,21 @@ def run_training(
     pids = np.array([r[1] for r in data.train], dtype=np.int64)
     camids = np.array([r[2] for r in data.train], dtype=np.int64)
 
-    model = models.create(cfg.arch, pretrained=cfg.pretrained, bn_groups=bn_groups).to(ctx.device)
+    # The weights before anything is decoded or trained (SPEC 3.8: never a silent random initialisation); a file
+    # that does not fit the backbone fails here too.
+    weights = models.resolve_pretrained(cfg.arch, cfg.pretrained)
+    if ctx.is_main:
+        if weights is None:
+            log.info("backbone %s: random initialisation (--pretrained %s)", cfg.arch, cfg.pretrained or "not given")
+        else:
+            log.info("backbone %s: weights %s (sha256 %s)", cfg.arch, weights.path, weights.sha256)
+    layout = {
+        "world_size": ctx.world_size,
+        "bn_batch": bn_batch,
+        "pretrained": weights.name if weights else None,
+        "pretrained_sha256": weights.sha256 if weights else None,
+    }
+    model = models.create(cfg.arch, pretrained=weights.path if weights else None, bn_groups=bn_groups).to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
@@ -245,7 +260,7 @@ def run_training(
         # A finished run: nothing to decode or train, only its summary to restate.
         if ctx.is_main:
             log.info("the run in %s is complete (%d epochs); nothing to train", logs_dir, cfg.epochs)
-        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir, bn_batch=bn_batch)
+        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir, layout=layout)
 
     with _Timer(ctx.device) as timer:
         images = load_images(data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
@@ -354,7 +369,7 @@ def run_training(
         barrier(ctx)
 
     return _finish(
-        cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, bn_batch=bn_batch
+        cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout
     )
 
 
@@ -368,10 +383,10 @@ def _finish(
     elapsed: float,
     logs_dir: Path,
     *,
-    bn_batch: int,
+    layout: dict[str, Any],
 ) -> dict[str, Any]:
     """Write ``final.json`` (rank 0) and return it."""
-    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed, bn_batch=bn_batch)
+    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed, layout=layout)
     if ctx.is_main:
         atomic_write_text(logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -498,12 +513,13 @@ def _summary(
     ctx: DistContext,
     elapsed: float,
     *,
-    bn_batch: int,
+    layout: dict[str, Any],
 ) -> dict[str, Any]:
     """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys.
 
-    Also the layout it trained with (SPEC 8): ``world_size`` and ``bn_batch``, the images each BatchNorm group
-    normalised over (16 in the paper's runs at every world size).
+    Also ``layout``, what it trained with (SPEC 8): ``world_size``; ``bn_batch``, the images each BatchNorm group
+    normalised over (16 in the paper's runs at every world size); ``pretrained``, the weight file's name (None
+    for random weights) and ``pretrained_sha256``.
     """
     evaluated = [m for m in state.metrics if "mAP" in m]
     final = evaluated[-1] if evaluated and evaluated[-1]["epoch"] == cfg.epochs - 1 else {}
@@ -520,7 +536,6 @@ def _summary(
         wall_time_s=round(state.wall_time + elapsed, 2),
         phase_times={k: round(v, 3) for k, v in state.phase_totals.items()},
         device=str(ctx.device),
-        world_size=ctx.world_size,
-        bn_batch=bn_batch,
+        **layout,
     )
     return summary

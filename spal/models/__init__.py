@@ -8,8 +8,14 @@ from spal.models.norm import (
     convert_to_grouped_batchnorm,
     resolve_bn_groups,
 )
-from spal.models.pretrained import load_pretrained
-from spal.models.registry import create, names
+from spal.models.pretrained import (
+    PretrainedError,
+    PretrainedNotFoundError,
+    PretrainedWeights,
+    hub_checkpoint_dir,
+    load_pretrained,
+)
+from spal.models.registry import PRETRAINED_CHOICES, create, imagenet_files, names, resolve_pretrained
 from spal.models.reid import ReIDNet
 
 __all__ = [
@@ -23,4 +29,11 @@ __all__ = [
     "bn_groups_for",
     "resolve_bn_groups",
     "load_pretrained",
+    "PRETRAINED_CHOICES",
+    "PretrainedError",
+    "PretrainedNotFoundError",
+    "PretrainedWeights",
+    "hub_checkpoint_dir",
+    "imagenet_files",
+    "resolve_pretrained",
 ]

@@ -67,6 +67,10 @@ def test_cell_runs_then_is_complete_then_resumes(tmp_path: Path) -> None:
     assert (final["world_size"], final["bn_batch"]) == (1, 16)
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["world_size"], config["bn_groups"], config["bn_batch"]) == (1, 1, 16)
+    # Random weights on purpose (the smoke protocol says "none"), recorded as such everywhere.
+    env = json.loads((run_dir / "env.json").read_text())
+    for record in (final, config, env):
+        assert record["pretrained"] is None and record["pretrained_sha256"] is None
     assert json.loads((run_dir / "env.json").read_text())["git_commit"] == "0" * 40
 
     again = run_cell(cell, results, logs, data_dir, ENV)
@@ -77,6 +81,40 @@ def test_cell_runs_then_is_complete_then_resumes(tmp_path: Path) -> None:
     resumed = run_cell(cell, results, logs, data_dir, ENV)
     assert resumed.status == "resumed"
     assert resumed.final["mAP"] == final["mAP"]
+
+
+def test_paper_reproduce_without_weights_stops_before_any_work(tmp_path: Path) -> None:
+    root = tmp_path / "data" / "market1501" / "Market-1501-v15.09.15"
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        (root / folder).mkdir(parents=True)
+    hub = tmp_path / "torch-home" / "hub" / "checkpoints"
+    env = {"TORCH_HOME": str(tmp_path / "torch-home"), "SPAL_RESULTS_DIR": str(tmp_path / "results"),
+           "SPAL_LOGS_DIR": str(tmp_path / "logs")}
+    done = _harness("reproduce", "DATASET=market1501", "--data-dir", str(tmp_path / "data"), env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "resnet50-0676ba61.pth" in x]
+    assert str(hub) in line and "https://download.pytorch.org/models/resnet50-0676ba61.pth" in line
+    assert "PRETRAINED=PATH" in line
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+    # A given file that is not there is named too (PRETRAINED=PATH, as make reproduce passes it).
+    done = _harness("reproduce", "DATASET=market1501", "--data-dir", str(tmp_path / "data"),
+                    f"PRETRAINED={tmp_path / 'w' / 'resnet50-0676ba61.pth'}", env=env)
+    assert done.returncode == 2 and str(tmp_path / "w" / "resnet50-0676ba61.pth") in done.stderr
+
+
+def test_the_run_id_names_weights_by_file_not_folder() -> None:
+    import argparse
+
+    args = argparse.Namespace(dataset="market1501", protocol="paper", seeds="1", layouts=None, override=[],
+                              pretrained="/a/resnet50-0676ba61.pth")
+    (here,) = _build_cells(args, "full")
+    (there,) = _build_cells(argparse.Namespace(**{**vars(args), "pretrained": "/b/resnet50-0676ba61.pth"}), "full")
+    (hub,) = _build_cells(argparse.Namespace(**{**vars(args), "pretrained": None}), "full")
+    (random,) = _build_cells(argparse.Namespace(**{**vars(args), "pretrained": "none"}), "full")
+    assert here.train["pretrained"] == "/a/resnet50-0676ba61.pth" and hub.train["pretrained"] == "imagenet"
+    assert here.variant == hub.variant == "full"  # where the file lies is not a variant
+    assert here.run_id("c" * 40) == there.run_id("c" * 40)
+    assert len({here.run_id("c" * 40), hub.run_id("c" * 40), random.run_id("c" * 40)}) == 3
 
 
 def test_regression_comparison_flags_only_drops_beyond_tolerance() -> None:
