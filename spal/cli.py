@@ -84,7 +84,15 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--selection",), {"choices": CHOICES["selection"]}),
     (("--clustering",), {"choices": CHOICES["clustering"]}),
-    (("--propagation",), {"choices": CHOICES["propagation"]}),
+    (
+        ("--propagation",),
+        {
+            "choices": CHOICES["propagation"],
+            "help": "off: only the answered pairs themselves count as known when support pairs are selected (pairs "
+            "that answers imply can be asked again and cost queries); clustering and the support-pair loss use "
+            "the full constraint graph with its transitive consequences either way",
+        },
+    ),
     (("--oracle",), {"choices": CHOICES["oracle"], "help": "who answers the support pairs"}),
     (("--annotation-timeout",), {"type": float, "help": "seconds to wait for human answers each epoch"}),
     (("--device",), {"choices": CHOICES["device"]}),
