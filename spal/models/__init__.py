@@ -1,4 +1,5 @@
-"""Backbones for person re-identification: ``create(arch, pretrained=PATH | None, ...)`` and ``names()``."""
+"""Backbones for person re-identification: ``create(arch, pretrained=PATH | None, ...)``, ``names()``, the weights a
+run loads (``resolve_pretrained``) and its BatchNorm layout (``bn_groups_for``)."""
 
 from spal.models.norm import (
     PAPER_BN_BATCH,
@@ -15,7 +16,7 @@ from spal.models.pretrained import (
     hub_checkpoint_dir,
     load_pretrained,
 )
-from spal.models.registry import PRETRAINED_CHOICES, create, imagenet_files, names, resolve_pretrained
+from spal.models.registry import PRETRAINED_CHOICES, create, names, resolve_pretrained
 from spal.models.reid import ReIDNet
 
 __all__ = [
@@ -34,6 +35,5 @@ __all__ = [
     "PretrainedNotFoundError",
     "PretrainedWeights",
     "hub_checkpoint_dir",
-    "imagenet_files",
     "resolve_pretrained",
 ]

@@ -18,7 +18,7 @@ from spal.models.reid import ReIDNet
 from spal.models.resnet import ResNetTrunk, resnet18_trunk, resnet50_trunk, set_last_stride
 from spal.models.resnet_ibn import resnet50_ibn_a_trunk
 
-__all__ = ["create", "names", "resolve_pretrained", "imagenet_files", "PRETRAINED_CHOICES"]
+__all__ = ["create", "names", "resolve_pretrained", "PRETRAINED_CHOICES"]
 
 #: The words ``--pretrained`` takes besides a path: ``none`` (random weights on purpose) and ``imagenet`` (the
 #: architecture's ImageNet file from torch's hub cache). Not given (``None``): ``imagenet`` for the ResNet-50
@@ -56,11 +56,6 @@ _ARCHS: dict[str, _Arch] = {
 def names() -> list[str]:
     """The architecture names ``create`` accepts."""
     return list(_ARCHS)
-
-
-def imagenet_files(arch: str) -> tuple[str, ...]:
-    """The ImageNet weight file names of ``arch`` that the hub cache is searched for (SPEC 2)."""
-    return _spec(arch).files
 
 
 def _spec(arch: str) -> _Arch:
