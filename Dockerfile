@@ -3,7 +3,15 @@
 #
 #   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t spal:cuda .
 #   docker run --rm --gpus all -u "$(id -u):$(id -g)" \
-#       -v "$PWD/data:/data:ro" -v "$PWD/results:/results" spal:cuda reproduce --dataset msmt17
+#       -v "$PWD/data:/data:ro" -v "$PWD/results:/results" \
+#       -v "$HOME/.cache/torch/hub/checkpoints:/home/spal/.cache/torch/hub/checkpoints:ro" \
+#       spal:cuda reproduce --dataset msmt17
+#
+# ImageNet weights: the paper protocol loads torchvision's resnet50-0676ba61.pth (IBN-a:
+# resnet50_ibn_a-d9d0bb7b.pth or resnet50_ibn_a.pth.tar) from torch's hub cache, which in the image is
+# /home/spal/.cache/torch/hub/checkpoints (TORCH_HOME below): mount the host folder holding the file there, read
+# only, as above (`make docker-reproduce` mounts the host's hub cache by default), or mount the file anywhere and
+# pass `PRETRAINED=/that/path`. Nothing is downloaded; without the file the run stops before any work and says so.
 #
 # Base image: plain Debian Python, not nvidia/cuda. The torch==2.14.1 wheel brings its own CUDA 13 user-space
 # libraries (nvidia-cublas, nvidia-cudnn-cu13, ... as pip dependencies) and faiss-gpu-cu12 brings CUDA 12 ones
@@ -29,6 +37,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/spal \
     USER=spal \
     XDG_CACHE_HOME=/home/spal/.cache \
+    TORCH_HOME=/home/spal/.cache/torch \
     MPLCONFIGDIR=/home/spal/.cache/matplotlib \
     DATA_DIR=/data \
     SPAL_RESULTS_DIR=/results \

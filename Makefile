@@ -54,9 +54,9 @@ bench: bench-eval bench-label  ## every timing benchmark (+ pytest-benchmark per
 gpu-check:  ## on a machine with a GPU: gpu tests, CUDA benchmarks, a short ResNet-50 paper-layout run
 	bash harness/gpu_check.sh
 
-reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=paper] [SEEDS=1,2,3] [DATA_DIR=...]
+reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=paper] [SEEDS=1,2,3] [DATA_DIR=...] [PRETRAINED=PATH]
 	$(PY) -m harness reproduce --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
-		$(if $(SEEDS),--seeds $(SEEDS)) --data-dir $(DATA_DIR)
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) --data-dir $(DATA_DIR)
 
 report:  ## regenerate results/REPORT.md, results/figures/ and results/tables/ from results/
 	$(PY) -m harness report
@@ -66,17 +66,18 @@ ci-regression:  ## SPAL's paired gain over budget 0 and its level on a cut of sy
 
 ablation:  ## make ablation DATASET=... [SEEDS=...]: the component ablation matrix
 	$(PY) -m harness ablation --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
-		$(if $(SEEDS),--seeds $(SEEDS)) --data-dir $(DATA_DIR)
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) --data-dir $(DATA_DIR)
 
 sweep:  ## make sweep DATASET=...: accuracy against labeling budget
 	$(PY) -m harness sweep --dataset $(DATASET) $(if $(PROTOCOL),--protocol $(PROTOCOL)) \
-		$(if $(SEEDS),--seeds $(SEEDS)) --data-dir $(DATA_DIR)
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) --data-dir $(DATA_DIR)
 
 docker-build:  ## build the CUDA image (needs a Docker engine)
 	$(PY) -m harness docker build
 
-docker-reproduce:  ## make docker-reproduce DATASET=...: run the harness in the container on all GPUs
-	$(PY) -m harness docker reproduce --dataset $(DATASET) --data-dir $(DATA_DIR)
+docker-reproduce:  ## make docker-reproduce DATASET=... [WEIGHTS_DIR=...]: run the harness in the container on all GPUs
+	$(PY) -m harness docker reproduce --dataset $(DATASET) --data-dir $(DATA_DIR) \
+		$(if $(WEIGHTS_DIR),--weights-dir $(WEIGHTS_DIR))
 
 clean:  ## remove caches and local logs (keeps data/ and results/)
 	rm -rf logs .pytest_cache .ruff_cache .benchmarks

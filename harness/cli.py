@@ -18,7 +18,13 @@ __all__ = ["run_command", "add_run_flags"]
 
 log = logging.getLogger("harness")
 
-_ALIASES = {"DATASET": "--dataset", "PROTOCOL": "--protocol", "SEEDS": "--seeds", "DATA_DIR": "--data-dir"}
+_ALIASES = {
+    "DATASET": "--dataset",
+    "PROTOCOL": "--protocol",
+    "SEEDS": "--seeds",
+    "DATA_DIR": "--data-dir",
+    "PRETRAINED": "--pretrained",
+}
 
 
 def _expand_aliases(argv: list[str]) -> list[str]:
@@ -53,6 +59,13 @@ def _matrix_parser(prog: str) -> argparse.ArgumentParser:
         "--protocol", help="paper for real data, ci for synthetic unless given (see harness/protocols/)"
     )
     parser.add_argument("--seeds", help="comma-separated seeds (default: the protocol's)")
+    parser.add_argument(
+        "--pretrained",
+        metavar="PATH|imagenet|none",
+        help="the backbone's ImageNet weight file for every run (default: the protocol's train.pretrained; the "
+        "paper protocol's 'imagenet' is the file in torch's hub cache, $TORCH_HOME/hub/checkpoints); the runs "
+        "stop before any work when it is missing",
+    )
     add_run_flags(parser, "synthetic only: comma-separated layouts (default: all the protocol has)")
     return parser
 
@@ -68,7 +81,7 @@ def _run_matrix(kind: str, argv: list[str]) -> int:
     args = _matrix_parser(kind).parse_args(_expand_aliases(argv))
     if not _check_data(args.dataset, args.data_dir):
         return 2
-    from harness.matrix import build_cells, parse_override, results_dir, run_matrix
+    from harness.matrix import CellsRefused, build_cells, check_cells, parse_override, results_dir, run_matrix
     from harness.report import write_report
 
     cells = build_cells(
@@ -78,7 +91,13 @@ def _run_matrix(kind: str, argv: list[str]) -> int:
         seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None,
         layouts=args.layouts.split(",") if args.layouts else None,
         overrides=dict(parse_override(o) for o in args.override),
+        pretrained=args.pretrained,
     )
+    try:
+        check_cells(cells)
+    except CellsRefused as error:
+        sys.stderr.write(f"{kind}: {error}\n")
+        return 2
     results = run_matrix(cells, args.data_dir)
     report = write_report(results_dir())
     _print_summary(results)

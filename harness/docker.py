@@ -3,9 +3,11 @@
 ``python -m harness docker build [--tag T]`` builds the repository's ``Dockerfile``;
 ``python -m harness docker reproduce --dataset D [--data-dir P] [--results-dir P] [harness options]`` runs
 ``python -m harness reproduce --dataset D ...`` in that image on all GPUs, with the data set mounted
-read-only on ``/data`` and the results folder read-write on ``/results``, as the calling user so that the
-files written there are the caller's. Options this command does not know (``--protocol``, ``--seeds``, ...)
-go to the harness in the container unchanged.
+read-only on ``/data``, the results folder read-write on ``/results`` and the host's folder of ImageNet weight
+files (torch's hub cache, ``--weights-dir``) read-only on the container's hub cache
+(:data:`CONTAINER_WEIGHTS_DIR`), as the calling user so that the files written there are the caller's.
+Options this command does not know (``--protocol``, ``--seeds``, ``PRETRAINED=PATH``, ...) go to the harness in
+the container unchanged.
 
 The SDK (the ``docker`` extra) is imported only when a daemon is needed: without it, or without a reachable
 daemon, the command prints one line saying how to run natively and exits with :data:`EXIT_NO_DOCKER`.
@@ -28,6 +30,7 @@ __all__ = [
     "CONTAINER_DATA_DIR",
     "CONTAINER_LOGS_DIR",
     "CONTAINER_RESULTS_DIR",
+    "CONTAINER_WEIGHTS_DIR",
     "DEFAULT_TAG",
     "EXIT_DOCKER_ERROR",
     "EXIT_NO_DATA",
@@ -48,6 +51,9 @@ CONTAINER_DATA_DIR = "/data"
 CONTAINER_RESULTS_DIR = "/results"
 # Checkpoints go under the mounted results folder, so that an interrupted run resumes in the next container.
 CONTAINER_LOGS_DIR = "/results/logs"
+# torch's hub cache in the image (TORCH_HOME=/home/spal/.cache/torch, see the Dockerfile): a run that is not
+# given --pretrained PATH looks for resnet50-0676ba61.pth (or the IBN-a file) here, as it does on the host.
+CONTAINER_WEIGHTS_DIR = "/home/spal/.cache/torch/hub/checkpoints"
 EXIT_NO_DOCKER = 2
 EXIT_NO_DATA = 2
 EXIT_DOCKER_ERROR = 1
@@ -173,6 +179,7 @@ def container_spec(
     environment: Mapping[str, str] | None = None,
     shm_size: str = DEFAULT_SHM_SIZE,
     data_mode: str = "ro",
+    weights_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of ``client.containers.run`` for one ``reproduce`` in the image.
 
@@ -183,15 +190,17 @@ def container_spec(
     ``results_dir`` read-write on ``/results``; the container runs as ``uid:gid``, detached, with an init
     process (so that ``docker stop`` reaches the harness) and a ``/dev/shm`` of ``shm_size`` for the
     data loader. ``environment`` adds to (and may override) ``DATA_DIR``, ``SPAL_RESULTS_DIR``
-    and ``SPAL_LOGS_DIR``.
+    and ``SPAL_LOGS_DIR``. ``weights_dir``, when given, is mounted read-only on :data:`CONTAINER_WEIGHTS_DIR`,
+    the container's torch hub cache, where the runs look for the ImageNet weights.
 
     Raises:
-        ValueError: ``data_dir`` or ``results_dir`` is relative (Docker would read it as a volume name).
+        ValueError: ``data_dir``, ``results_dir`` or ``weights_dir`` is relative (Docker would read it as a
+            volume name).
     """
     if data_mode not in ("ro", "rw"):
         raise ValueError(f"data_mode must be 'ro' or 'rw', got {data_mode!r}")
-    for name, path in (("data_dir", data_dir), ("results_dir", results_dir)):
-        if not os.path.isabs(path):
+    for name, path in (("data_dir", data_dir), ("results_dir", results_dir), ("weights_dir", weights_dir)):
+        if path is not None and not os.path.isabs(path):
             raise ValueError(f"{name} must be an absolute path for a bind mount, got {os.fspath(path)!r}")
     env = {
         "DATA_DIR": CONTAINER_DATA_DIR,
@@ -199,14 +208,17 @@ def container_spec(
         "SPAL_LOGS_DIR": CONTAINER_LOGS_DIR,
         **(environment or {}),
     }
+    volumes = {
+        os.fspath(data_dir): {"bind": CONTAINER_DATA_DIR, "mode": data_mode},
+        os.fspath(results_dir): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
+    }
+    if weights_dir is not None:
+        volumes[os.fspath(weights_dir)] = {"bind": CONTAINER_WEIGHTS_DIR, "mode": "ro"}
     return {
         "image": image,
         "command": ["reproduce", "--dataset", dataset, *extra_args],
         "device_requests": [{"count": -1, "capabilities": [["gpu"]]}],
-        "volumes": {
-            os.fspath(data_dir): {"bind": CONTAINER_DATA_DIR, "mode": data_mode},
-            os.fspath(results_dir): {"bind": CONTAINER_RESULTS_DIR, "mode": "rw"},
-        },
+        "volumes": volumes,
         "user": f"{uid}:{gid}",
         "environment": env,
         "shm_size": shm_size,
@@ -261,9 +273,25 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--results-dir", default=str(repo_root() / "results"), help="host folder mounted on /results"
     )
+    reproduce.add_argument(
+        "--weights-dir",
+        help="host folder of ImageNet weight files (resnet50-0676ba61.pth, resnet50_ibn_a-d9d0bb7b.pth) mounted "
+        f"read-only on the container's torch hub cache {CONTAINER_WEIGHTS_DIR} (default: this host's hub cache, "
+        "$TORCH_HOME/hub/checkpoints, when it exists)",
+    )
     reproduce.add_argument("--tag", default=DEFAULT_TAG, help=f"image to run (default {DEFAULT_TAG})")
     reproduce.add_argument("--shm-size", default=DEFAULT_SHM_SIZE, help="size of the container's /dev/shm")
     return parser
+
+
+def _weights_dir(given: str | None) -> Path | None:
+    """The host folder to mount as the container's hub cache: ``given``, else this host's hub cache if present."""
+    if given:
+        return Path(given).expanduser().resolve()
+    from spal.models import hub_checkpoint_dir
+
+    host = hub_checkpoint_dir()
+    return host.resolve() if host.is_dir() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_image(args.tag, client=client)
             return 0
         results_dir = Path(args.results_dir).expanduser().resolve()
+        weights_dir = _weights_dir(args.weights_dir)
         # Both made here, as the caller: the daemon would create a missing bind-mount source as root.
         data_dir.mkdir(parents=True, exist_ok=True)
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -307,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             passthrough,
             shm_size=args.shm_size,
             data_mode="rw" if dataset == "synthetic" else "ro",
+            weights_dir=weights_dir,
         )
         return run_reproduce(client, spec)
     except BuildFailed as error:

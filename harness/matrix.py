@@ -22,7 +22,9 @@ from harness.runs import Cell, CellResult, run_cell
 
 __all__ = [
     "REPO_ROOT",
+    "CellsRefused",
     "build_cells",
+    "check_cells",
     "environment",
     "logs_root",
     "parse_override",
@@ -100,6 +102,7 @@ def build_cells(
     layouts: Iterable[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     variants_wanted: Iterable[str] | None = None,
+    pretrained: str | None = None,
 ) -> list[Cell]:
     """The cells of one command.
 
@@ -111,6 +114,8 @@ def build_cells(
         layouts: generated data only; default: every layout of the protocol for ``full``, its first otherwise.
         overrides: training settings changed in every cell (recorded in the variant name).
         variants_wanted: keep only these variant names (after ``kind`` has chosen).
+        pretrained: the weights of every cell (a path, ``imagenet`` or ``none``) instead of the protocol's; where
+            the file lies is not part of a variant's name.
     """
     from harness.protocols import load_protocol, protocol_layouts, variants
 
@@ -141,7 +146,7 @@ def build_cells(
                         protocol_version=int(loaded["version"]),
                         seed=seed,
                         variant=name,
-                        train={**variant["train"], **overrides},
+                        train={**variant["train"], **overrides, **({"pretrained": pretrained} if pretrained else {})},
                         gpus=int(loaded["layout"]["gpus"]),
                         layout=layout,
                         extra={"kind": variant["kind"], "overrides": {**variant["overrides"], **overrides}},
@@ -149,6 +154,34 @@ def build_cells(
                     )
                 )
     return cells
+
+
+class CellsRefused(ValueError):
+    """A cell cannot run here: its BatchNorm layout does not fit the world size, or its weights are missing."""
+
+
+def check_cells(cells: Iterable[Cell]) -> None:
+    """Refuse, before any run starts, cells whose world size cannot keep the protocol's BatchNorm groups or whose
+    weight file is missing (a protocol's own pretrained file is made later, so it is not looked for).
+
+    Raises:
+        CellsRefused: with the one-line reason.
+    """
+    from harness.protocols import PRETRAIN_MARKER
+    from harness.runs import process_layout
+    from spal.models import BatchNormLayoutError, PretrainedNotFoundError
+    from spal.models import resolve_pretrained as resolve_weights
+
+    cells = list(cells)
+    try:
+        for cell in cells:
+            process_layout(cell)
+        wanted = {(c.train["arch"], c.train["pretrained"] or "") for c in cells}
+        for arch, pretrained in sorted(wanted):
+            if pretrained != PRETRAIN_MARKER:
+                resolve_weights(arch, pretrained or None)
+    except (BatchNormLayoutError, PretrainedNotFoundError) as error:
+        raise CellsRefused(str(error)) from error
 
 
 def resolve_pretrained(cell: Cell, data_dir: str) -> Cell:

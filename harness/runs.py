@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spal import models
 from spal.engine.checkpoint import atomic_write_text
 
-__all__ = ["Cell", "run_cell", "CellResult"]
+__all__ = ["Cell", "run_cell", "CellResult", "process_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ class Cell:
 
     def config_hash(self, commit: str | None) -> str:
         identity = {k: v for k, v in self.train.items() if k not in _NOT_IDENTITY}
-        if identity.get("pretrained"):
-            # The file, not where it lies: a made file is named by its SHA-256, so its name is its content.
-            identity["pretrained"] = Path(str(identity["pretrained"])).name
+        identity["pretrained"] = _weights_identity(identity.get("pretrained"))
         blob = json.dumps(
             {
                 "train": identity,
@@ -85,6 +84,14 @@ class CellResult:
     error: str | None = None
 
 
+def _weights_identity(pretrained: str | None) -> str | None:
+    """A run's weights as its id sees them: the words ``none`` / ``imagenet`` as they are, a path by its file name
+    (the same file under another folder, or on another host, is the same run)."""
+    if pretrained is None or pretrained in models.PRETRAINED_CHOICES:
+        return pretrained
+    return f"file:{Path(pretrained).name}"
+
+
 def _gpu_count() -> int:
     try:
         import torch
@@ -92,6 +99,24 @@ def _gpu_count() -> int:
         return torch.cuda.device_count()
     except ImportError:
         return 0
+
+
+def process_layout(cell: Cell, world_size: int | None = None) -> tuple[int, int, int]:
+    """``(world_size, bn_groups, bn_batch)`` of a cell: processes, BatchNorm groups a process, images a group.
+
+    The processes are the visible GPUs up to the protocol's ``gpus`` (or ``world_size`` when given); the
+    BatchNorm group size is the protocol's (its one-process ``train.bn_groups`` cut the global batch into groups
+    of ``bn_batch``), kept at every world size by :func:`spal.models.bn_groups_for`.
+
+    Raises:
+        spal.models.BatchNormLayoutError: the processes cannot split the batch into such groups (e.g. 3 GPUs for
+            the paper's 64 images in groups of 16); the message names the counts that work.
+    """
+    gpus = _gpu_count() if world_size is None else world_size
+    world = max(1, min(gpus, cell.gpus)) if gpus > 1 else 1
+    batch = int(cell.train["batch_size"])
+    bn_batch = batch // int(cell.train["bn_groups"])
+    return world, models.bn_groups_for(batch, world, bn_batch), bn_batch
 
 
 def _launch_command(config_path: Path, cell: Cell, logs_dir: Path, world_size: int) -> list[str]:
@@ -128,7 +153,17 @@ def run_cell(
     *,
     world_size: int | None = None,
 ) -> CellResult:
-    """Run one cell unless it is complete; resume it when its checkpoint exists."""
+    """Run one cell unless it is complete; resume it when its checkpoint exists.
+
+    The weights are resolved here (``train.pretrained``: a path, ``imagenet`` from torch's hub cache, or
+    ``none``) and the file found is what training loads; its name and SHA-256 go into ``config.json`` and
+    ``env.json`` (and, from training, ``final.json``).
+
+    Raises:
+        spal.models.BatchNormLayoutError: before any work, when the world size cannot keep the protocol's
+            BatchNorm group size (see :func:`process_layout`).
+        spal.models.PretrainedNotFoundError: before any work, when the weight file is missing.
+    """
     commit = environment.get("git_commit")
     run_id = cell.run_id(commit)
     relative = Path(cell.dataset) / cell.protocol / run_id
@@ -139,14 +174,19 @@ def run_cell(
         log.info("run %s is complete (%s); nothing to do", run_id, final_path)
         return CellResult(cell, run_dir, "complete", json.loads(final_path.read_text()))
 
-    gpus = _gpu_count() if world_size is None else world_size
-    world = max(1, min(gpus, cell.gpus)) if gpus > 1 else 1
-    bn_groups = max(1, cell.gpus // world) if cell.gpus > world else int(cell.train.get("bn_groups", 1))
+    world, bn_groups, bn_batch = process_layout(cell, world_size)
+    weights = models.resolve_pretrained(cell.train["arch"], cell.train["pretrained"])
+    recorded_weights = {
+        "pretrained": weights.name if weights else None,
+        "pretrained_sha256": weights.sha256 if weights else None,
+    }
     train = {
         **cell.train,
         "data_dir": data_dir,
         "logs_dir": str(logs_dir),
         "bn_groups": bn_groups,
+        # The file found here is the file trained with, whatever the training process's hub cache holds.
+        "pretrained": str(weights.path) if weights else "none",
         "seed": cell.seed,
     }
     resumed = (logs_dir / "checkpoint.pth").is_file()
@@ -174,11 +214,13 @@ def run_cell(
         "world_size": world,
         "gpus": cell.gpus,
         "bn_groups": bn_groups,
+        "bn_batch": bn_batch,
+        **recorded_weights,
         "synthetic": cell.dataset == "synthetic",
         **cell.extra,
     }
     _write_json(run_dir / "config.json", config)
-    _write_json(run_dir / "env.json", environment)
+    _write_json(run_dir / "env.json", {**environment, **recorded_weights})
     config_path = logs_dir / "train_config.json"
     _write_json(config_path, train)
 

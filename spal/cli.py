@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,18 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--iters",), {"type": int, "help": "training iterations per epoch"}),
     (("--height",), {"type": int}),
     (("--width",), {"type": int}),
-    (("-b", "--batch-size"), {"type": int, "help": "global batch (P identities x K instances)"}),
-    (("--num-instances",), {"type": int, "help": "K: images per pseudo identity in a batch"}),
+    (
+        ("-b", "--batch-size"),
+        {
+            "type": int,
+            "help": "global batch: consecutive indices of the multi-gallery stream; each process trains on its "
+            "contiguous slice",
+        },
+    ),
+    (
+        ("--num-instances",),
+        {"type": int, "help": "K: images a cluster adds to the stream (its anchor + K - 1 from other cameras)"},
+    ),
     (("-j", "--workers"), {"type": int, "help": "data-loading processes"}),
     (("--budget",), {"help": "pair queries: a number or a multiple of n such as 2n, 0.5n (default 2n)"}),
     (("--eps",), {"type": float, "help": "DBSCAN radius on the Jaccard distance"}),
@@ -66,15 +77,37 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--seed",), {"type": int}),
     (
         ("--bn-groups",),
-        {"type": int, "help": "normalise K groups of the batch separately (4 = the paper's 4 GPUs)"},
+        {
+            "type": int,
+            "help": "BatchNorm groups each process cuts its slice of the batch into (default: groups of 16 "
+            "images at any number of processes, as the paper's 4 GPUs x 16: 4 groups on one process at -b 64)",
+        },
     ),
     (("--selection",), {"choices": CHOICES["selection"]}),
     (("--clustering",), {"choices": CHOICES["clustering"]}),
-    (("--propagation",), {"choices": CHOICES["propagation"]}),
+    (
+        ("--propagation",),
+        {
+            "choices": CHOICES["propagation"],
+            "help": "off: only the answered pairs themselves count as known when support pairs are selected (pairs "
+            "that answers imply can be asked again and cost queries); clustering and the support-pair loss use "
+            "the full constraint graph with its transitive consequences either way",
+        },
+    ),
     (("--oracle",), {"choices": CHOICES["oracle"], "help": "who answers the support pairs"}),
     (("--annotation-timeout",), {"type": float, "help": "seconds to wait for human answers each epoch"}),
     (("--device",), {"choices": CHOICES["device"]}),
-    (("--pretrained",), {"help": "local ImageNet checkpoint (.pth / .pth.tar) for the backbone"}),
+    (
+        ("--pretrained",),
+        {
+            "metavar": "PATH|imagenet|none",
+            "help": "ImageNet weights of the backbone (.pth / .pth.tar), loaded strictly. Not given: for resnet50 / "
+            "resnet50_ibn_a the file in torch's hub cache ($TORCH_HOME/hub/checkpoints: resnet50-0676ba61.pth, "
+            "resnet50_ibn_a-d9d0bb7b.pth or resnet50_ibn_a.pth.tar), and the run stops before any work when it "
+            "is missing; for resnet18 random weights. 'imagenet': the hub-cache file for any backbone; 'none': "
+            "random weights on purpose",
+        },
+    ),
     (("--synthetic-layout",), {"choices": CHOICES["synthetic_layout"], "help": "layout of -d synthetic"}),
 ]
 
@@ -206,6 +239,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from spal.engine.protocol import run_training
+    from spal.models import BatchNormLayoutError, PretrainedError
 
     try:
         cfg = train_config_from_args(args)
@@ -223,7 +257,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             log.error("invalid setting: %s", error)
             return 2
     try:
-        summary = run_training(cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human)
+        summary = run_training(
+            cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human
+        )
+    except (BatchNormLayoutError, PretrainedError) as error:
+        # Every process of a torchrun refuses alike; one line from the first is enough.
+        if os.environ.get("RANK", "0") == "0":
+            log.error("%s", error)
+        return 2
     finally:
         if human is not None:
             human.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-def _spal(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spal", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+def _spal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spal", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def test_train_help_lists_the_architectures(tmp_path: Path) -> None:
@@ -42,6 +44,17 @@ def test_missing_pretrained_file_names_it(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "resnet50.pth" in done.stderr
+
+
+def test_resnet50_without_imagenet_weights_stops_before_any_work(tmp_path: Path) -> None:
+    done = _spal("train", "-d", "synthetic", "-a", "resnet50", "--data-dir", str(tmp_path / "d"),
+                 "--logs-dir", str(tmp_path / "l"), cwd=tmp_path, env={"TORCH_HOME": str(tmp_path / "th")})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "ERROR" in x]
+    assert "resnet50-0676ba61.pth" in line and str(tmp_path / "th" / "hub" / "checkpoints") in line
+    assert "download.pytorch.org" in line
+    assert "decode train" not in done.stderr and not (tmp_path / "l" / "checkpoint.pth").exists()
 
 
 def test_synth_writes_the_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:

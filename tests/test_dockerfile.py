@@ -104,6 +104,11 @@ def test_volumes_environment_and_non_root_user(parsed: dockerfile_parse.Dockerfi
     assert '"/data"' in volumes and '"/results"' in volumes
     assert parsed.envs["DATA_DIR"] == "/data"
     assert parsed.envs["SPAL_RESULTS_DIR"] == "/results"
+    # The ImageNet weights: the harness mounts the host's files on the image's torch hub cache.
+    from harness.docker import CONTAINER_WEIGHTS_DIR
+
+    assert CONTAINER_WEIGHTS_DIR == parsed.envs["TORCH_HOME"] + "/hub/checkpoints"
+    assert CONTAINER_WEIGHTS_DIR in DOCKERFILE.read_text()  # the mount point is documented where the image is
     users = _values(parsed, "USER")
     assert users, "no USER: the container would run as root"
     assert users[-1].split(":")[0] not in ("root", "0")

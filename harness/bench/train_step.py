@@ -88,12 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     components = np.arange(n) - np.arange(n) % 2
     edges = np.stack([components[::4][:-1], components[::4][1:]], axis=1)
     targets = EpochTargets(labels, int(labels.max()) + 1, components, edges)
+    camids = rng.integers(0, 6, size=n)
     # The images of the benchmark are a pool of `pool` random ones; the indices map into it.
     image_index = torch.as_tensor(rng.integers(0, pool, size=n), device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4, fused=gpu or None)
     augment = TrainAugment(height, width, pad=max(1, round(10 * width / 128)))
     ctx = DistContext(device=device)
     common = dict(
+        camids=camids,
         iters=iters,
         batch_size=args.batch_size,
         num_instances=4,

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spal import models
 from spal.engine.config import TrainConfig
 
 __all__ = [
@@ -153,7 +154,10 @@ def _check_value(key: str, value: Any, where: str) -> None:
             problem = "must be a non-empty path string"
     elif key == "pretrained":
         if not (value is None or (isinstance(value, str) and value)):
-            problem = "must be a path string or null"
+            problem = (
+                'must be a weight file path, "imagenet" (the file in torch\'s hub cache), "none" (random '
+                "weights on purpose) or null (the backbone's default)"
+            )
     elif key == "budget":
         if not ((_is_int(value) and value >= 0) or (isinstance(value, str) and _BUDGET_RE.match(value))):
             problem = 'must be a query count (integer >= 0) or a multiple of n such as "2n" or "0.25n"'
@@ -189,7 +193,7 @@ def validate_train(train: Mapping[str, Any], where: str = "train") -> None:
     if train["batch_size"] % train["num_instances"]:
         raise ProtocolError(
             f"{where}: batch_size {train['batch_size']} is not a multiple of num_instances "
-            f"{train['num_instances']} (a PK batch holds batch_size / num_instances identities)"
+            f"{train['num_instances']} (every cluster adds num_instances images to the sampler's stream)"
         )
     if train["k2"] > train["k1"]:
         raise ProtocolError(f"{where}: k2 = {train['k2']} must not exceed k1 = {train['k1']}")
@@ -485,18 +489,14 @@ def protocol_layouts(name: str, dataset: str, directory: Path | str | None = Non
 def bn_groups_for(protocol: Mapping[str, Any], world_size: int) -> int:
     """BatchNorm groups each process needs so that BN sees ``layout.bn_group_size`` images at a time.
 
-    With the paper's layout (global batch 64, groups of 16): 4 on one GPU, 2 on two, 1 on four.
+    The rule is the library's (:func:`spal.models.bn_groups_for`, also ``spal train``'s default); with the
+    paper's layout (global batch 64, groups of 16): 4 on one GPU, 2 on two, 1 on four.
 
     Raises:
         ProtocolError: when ``world_size`` does not divide the number of groups (say which GPU counts work).
     """
     layout = protocol["layout"]
-    groups = layout["global_batch"] // layout["bn_group_size"]
-    if world_size < 1 or groups % world_size:
-        valid = [w for w in range(1, groups + 1) if groups % w == 0]
-        raise ProtocolError(
-            f"protocol {protocol['protocol']!r}: {world_size} processes cannot split {groups} "
-            f"BatchNorm groups of {layout['bn_group_size']} images evenly; "
-            f"use {', '.join(map(str, valid))} GPUs"
-        )
-    return groups // world_size
+    try:
+        return models.bn_groups_for(layout["global_batch"], world_size, layout["bn_group_size"])
+    except models.BatchNormLayoutError as err:
+        raise ProtocolError(f"protocol {protocol['protocol']!r}: {err}") from err

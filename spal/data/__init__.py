@@ -1,6 +1,6 @@
-"""Images into tensors: decoding, transforms (batched on the device for training) and PK sampling."""
+"""Images into tensors: decoding, transforms (batched on the device for training) and the multi-gallery sampler."""
 
-from spal.data.samplers import PKSampler
+from spal.data.samplers import MultiGallerySampler, global_batches, max_repeats_in_batch
 from spal.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,11 +19,13 @@ __all__ = [
     "IMAGENET_STD",
     "ImageFileDataset",
     "ImageLoadError",
-    "PKSampler",
+    "MultiGallerySampler",
     "TrainAugment",
     "decode_image",
+    "global_batches",
     "iterate_tensor_batches",
     "load_images",
     "make_eval_loader",
+    "max_repeats_in_batch",
     "normalize",
 ]

@@ -1,8 +1,15 @@
-"""PK sampling: every batch holds P pseudo-identities with K images each (16 x 4 = 64 in the paper).
+"""The authors' batch sampler: SpCL's multi-gallery sampler (SPEC 3.7).
 
-Every rank builds the same global batch from ``(seed, epoch)`` and takes its share of identities, so the
-global batch keeps ``batch_size`` images whatever the number of processes (as the authors' 4-GPU
-DataParallel).
+One pass of the stream visits every pseudo class once, in a random order: a random anchor image, then, for a
+class with other members, ``num_instances - 1`` images taken from the members on another camera than the
+anchor's (the same-camera members when there are none). A singleton class (an outlier) adds its one image. So a
+pass holds ``num_instances * C + O`` indices (``C`` classes of two or more images, ``O`` singletons), and the
+share of clustered images in a batch follows the clustering rather than a fixed number of identities.
+
+Training batches are consecutive slices of the stream (:func:`global_batches`); every process draws the same
+stream from ``(seed, epoch)`` and trains on its contiguous slice of each global batch, as DataParallel splits it.
+Facts from SpCL's ``RandomMultipleGallerySampler`` (Ge et al., NeurIPS 2020) and the authors' training script
+(``IterLoader`` over a ``drop_last`` DataLoader); the code is ours.
 """
 
 from __future__ import annotations
@@ -13,112 +20,135 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["PKSampler"]
+__all__ = ["MultiGallerySampler", "global_batches", "max_repeats_in_batch"]
 
 log = logging.getLogger(__name__)
 
 
-class PKSampler(Sampler[list[int]]):
-    """Identity-balanced batches of indices into the training set.
-
-    For each of ``num_iterations`` iterations: ``P = batch_size // num_instances`` distinct pseudo-identities
-    are drawn uniformly (with replacement only when fewer than ``P`` identities exist; a warning is logged
-    once), then ``K = num_instances`` images of each: without replacement when the identity has at least ``K``
-    images, with replacement otherwise (a singleton class, e.g. an outlier, repeats its image ``K`` times).
-    The global batch lists the identities in draw order, ``K`` consecutive indices each; rank ``r`` of
-    ``world_size`` receives identities ``[r * P / world_size, (r + 1) * P / world_size)`` of it.
-
-    Everything is a function of ``(seed, epoch)``: call ``set_epoch(e)`` before iterating an epoch.
+class MultiGallerySampler(Sampler[int]):
+    """One pass of the multi-gallery stream per iteration (SPEC 3.7).
 
     Args:
-        labels: ``(n,)`` non-negative int pseudo labels, one per training image (outliers as singleton
-            classes).
-        num_instances: ``K``.
-        batch_size: global batch size, a multiple of ``K``, with ``P`` a multiple of ``world_size``.
-        num_iterations: batches per epoch.
-        seed: base seed.
-        rank, world_size: this process's share of the global batch.
+        labels: ``(n,)`` non-negative int pseudo class of every training image (every outlier has a class of its
+            own).
+        camids: ``(n,)`` int camera of every training image.
+        num_instances: ``K``, the images a class of two or more members adds to a pass (its anchor included).
+        seed: base seed; the stream is a pure function of ``(labels, camids, num_instances, seed, epoch)``.
 
-    Iterating yields ``num_iterations`` lists of ``batch_size // world_size`` ints (usable as a DataLoader
-    ``batch_sampler``); ``batches()`` yields the same as ``(batch_size // world_size,)`` int64 arrays.
+    ``iter(sampler)`` yields the ``len(sampler)`` indices (python ints) of the first pass of the epoch set by
+    ``set_epoch``; :meth:`passes` continues with the epoch's further passes.
     """
 
-    def __init__(
-        self,
-        labels: np.ndarray,
-        num_instances: int = 4,
-        batch_size: int = 64,
-        num_iterations: int = 400,
-        seed: int = 1,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, labels: np.ndarray, camids: np.ndarray, num_instances: int = 4, seed: int = 0) -> None:
         labels = np.asarray(labels)
+        camids = np.asarray(camids)
         if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(
                 f"labels must be a non-empty 1-d int array, got shape {labels.shape} {labels.dtype}"
             )
         if labels.min() < 0:
             raise ValueError("labels must be >= 0: give every outlier its own class before sampling")
-        if num_instances < 1 or batch_size % num_instances:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of num_instances {num_instances}")
-        self.num_ids = batch_size // num_instances
-        if world_size < 1 or not 0 <= rank < world_size or self.num_ids % world_size:
-            raise ValueError(
-                f"{self.num_ids} identities a batch do not split over world_size {world_size} (rank {rank}): "
-                "use a batch_size // num_instances divisible by the number of processes"
-            )
-        self.num_instances = num_instances
-        self.batch_size = batch_size
-        self.num_iterations = num_iterations
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
+        if camids.shape != labels.shape or not np.issubdtype(camids.dtype, np.integer):
+            raise ValueError(f"camids must be {labels.shape[0]} ints, one per label; got shape {camids.shape}")
+        if num_instances < 1:
+            raise ValueError(f"num_instances must be >= 1, got {num_instances}")
+        self.num_instances = int(num_instances)
+        self.seed = int(seed)
         self.epoch = 0
-        # Members of each class: class c owns order[starts[c]:starts[c] + counts[c]], in increasing index.
-        self.classes, self.counts = np.unique(labels, return_counts=True)
-        self._order = np.argsort(labels, kind="stable")
-        self._starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
-        self.with_replacement = len(self.classes) < self.num_ids
-        if self.with_replacement:
-            log.warning(
-                "only %d pseudo-identities for %d a batch: identities are drawn with replacement",
-                len(self.classes),
-                self.num_ids,
-            )
+        self.camids = camids.astype(np.int64)
+        # Members of each class in increasing index: class c owns order[starts[c]:starts[c] + counts[c]].
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        self.members = [order[s : s + c] for s, c in zip(starts.tolist(), counts.tolist(), strict=True)]
+        self.num_classes = len(self.members)
+        self.num_singletons = int((counts == 1).sum())
+        self.pass_length = self.num_singletons + (self.num_classes - self.num_singletons) * self.num_instances
 
     @property
     def max_repeats(self) -> int:
-        """Upper bound on the occurrences of one index in a global batch (``InstanceMemory.update``).
+        """Most occurrences of one index in a pass (``InstanceMemory.update``).
 
-        ``K`` when the identities of a batch are distinct, else the batch size.
+        An index is either its class's anchor (once) or among its followers, which repeat only when drawn with
+        replacement (at most ``K - 1`` times); the followers never include the anchor.
         """
-        return self.batch_size if self.with_replacement else self.num_instances
+        return max(1, self.num_instances - 1)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches the next iteration yields."""
-        self.epoch = epoch
+        """Select the epoch whose stream the next iteration yields."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.num_iterations
+        return self.pass_length
 
-    def _global_batch(self, rng: np.random.Generator) -> np.ndarray:
+    def _one_pass(self, rng: np.random.Generator) -> np.ndarray:
         k = self.num_instances
-        chosen = rng.choice(len(self.classes), size=self.num_ids, replace=self.with_replacement)
-        batch = np.empty((self.num_ids, k), dtype=np.int64)
-        for row, c in enumerate(chosen):
-            count = self.counts[c]
-            picks = rng.choice(count, size=k, replace=count < k)
-            batch[row] = self._order[self._starts[c] + picks]
-        return batch.reshape(-1)
+        out = np.empty(self.pass_length, dtype=np.int64)
+        at = 0
+        for c in rng.permutation(self.num_classes).tolist():
+            members = self.members[c]
+            anchor = members[rng.integers(members.size)] if members.size > 1 else members[0]
+            out[at] = anchor
+            at += 1
+            if members.size == 1 or k == 1:
+                continue
+            others = members[self.camids[members] != self.camids[anchor]]
+            if others.size == 0:
+                others = members[members != anchor]
+            out[at : at + k - 1] = rng.choice(others, size=k - 1, replace=others.size < k)
+            at += k - 1
+        return out
 
-    def batches(self) -> Iterator[np.ndarray]:
-        """Yield this rank's ``(batch_size // world_size,)`` int64 indices for each iteration of the epoch."""
+    def passes(self) -> Iterator[np.ndarray]:
+        """Yield the epoch's passes, each ``(len(self),)`` int64, without end (the first one is ``iter(self)``)."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
-        share = self.batch_size // self.world_size
-        for _ in range(self.num_iterations):
-            yield self._global_batch(rng)[self.rank * share : (self.rank + 1) * share]
+        while True:
+            yield self._one_pass(rng)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches():
-            yield batch.tolist()
+    def __iter__(self) -> Iterator[int]:
+        yield from next(self.passes()).tolist()
+
+
+def global_batches(sampler: MultiGallerySampler, batch_size: int, num_batches: int) -> Iterator[np.ndarray]:
+    """Cut the sampler's stream into ``num_batches`` global batches of ``batch_size`` consecutive indices.
+
+    As the authors' loader: each pass is cut into ``len(sampler) // batch_size`` batches, its last partial slice
+    dropped, and the next pass starts with a new permutation. A pass shorter than one batch (very few pseudo
+    classes) would give no batch at all; then the passes are joined and batches run across them (a warning is
+    logged), so an index may occur ``sampler.max_repeats * batches_spanned`` times in a batch
+    (:func:`max_repeats_in_batch`).
+
+    Yields:
+        ``(batch_size,)`` int64 arrays; process ``r`` of ``W`` trains on slice ``r`` of ``batch_size / W``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_batches <= 0:
+        return
+    join = len(sampler) < batch_size
+    if join:
+        log.warning(
+            "a pass of the sampler holds %d images (%d pseudo classes, %d of them singletons), fewer than a "
+            "batch of %d: batches run across passes",
+            len(sampler),
+            sampler.num_classes,
+            sampler.num_singletons,
+            batch_size,
+        )
+    pending = np.empty(0, dtype=np.int64)
+    done = 0
+    for stream in sampler.passes():
+        pending = np.concatenate((pending, stream)) if join else stream
+        whole = len(pending) // batch_size
+        for b in range(min(whole, num_batches - done)):
+            yield pending[b * batch_size : (b + 1) * batch_size]
+        done += whole
+        if done >= num_batches:
+            return
+        pending = pending[whole * batch_size :]
+
+
+def max_repeats_in_batch(sampler: MultiGallerySampler, batch_size: int) -> int:
+    """Upper bound on the occurrences of one index in a batch of :func:`global_batches`."""
+    passes_spanned = 1 if len(sampler) >= batch_size else -(-batch_size // len(sampler)) + 1
+    return sampler.max_repeats * passes_spanned

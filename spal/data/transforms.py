@@ -3,16 +3,17 @@
 The training set is decoded once into a ``uint8`` tensor ``(N, 3, H, W)`` (on the GPU when it fits) and
 every batch is augmented there in a few vectorised tensor operations, instead of a CPU DataLoader running PIL
 per image (ARCHITECTURE.md, speed section). The augmentation follows SpCL's training transform, which the
-authors' script uses: resize (done at decoding), random horizontal flip 0.5, zero padding 10 + random crop
-back to ``H x W``, normalisation with the ImageNet mean / std, random erasing 0.5.
+authors' script uses (SPEC 2): bicubic resize (done at decoding, as ``T.Resize(..., interpolation=3)``), random
+horizontal flip 0.5, zero padding 10 + random crop back to ``H x W``, normalisation with the ImageNet mean / std,
+random erasing 0.5. Evaluation and the memory initialisation decode with the same bicubic resize.
 
 Random erasing as SpCL's ``RandomErasing`` (Zhong et al., AAAI 2020): target area uniform in [0.02, 0.4] of
 the image, aspect ratio uniform in [0.3, 1/0.3], ``h = round(sqrt(area * aspect))``,
 ``w = round(sqrt(area / aspect))``, accepted when ``h < H`` and ``w < W``, position uniform. SpCL retries up
 to 100 times; we draw 10 candidates per image at once and take the first that fits (all 10 fail with
-probability below 1e-5: then nothing is erased). The box is filled with the mean pixel, i.e. 0 after
-normalisation. SpCL writes the raw ImageNet mean values (0.485, 0.456, 0.406) into the already normalised
-tensor, a grey close to the mean; we take the mean itself, the evident intent.
+probability below 1e-5: then nothing is erased). The box is filled with the numbers (0.485, 0.456, 0.406), the
+ImageNet mean *pixel* values, written into the already normalised tensor: that is what SpCL's transform does
+(it erases after ``Normalize``), a light grey rather than the mean, and the paper's numbers were trained so.
 
 For evaluation over sets too big to hold decoded, ``ImageFileDataset`` / ``make_eval_loader`` decode per
 image in DataLoader workers.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ __all__ = [
     "decode_image",
     "load_images",
     "normalize",
+    "AugmentDraws",
     "TrainAugment",
     "ImageFileDataset",
     "make_eval_loader",
@@ -67,14 +70,16 @@ def _path_of(record: RecordLike) -> str:
 
 
 def decode_image(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
-    """Read one image as RGB, resized bilinearly to ``height x width``: ``(height, width, 3)`` uint8 array.
+    """Read one image as RGB, resized bicubically to ``height x width``: ``(height, width, 3)`` uint8 array.
+
+    The resize is PIL's bicubic filter, which torchvision's ``Resize(interpolation=3)`` calls on PIL images.
 
     Raises:
         ImageLoadError: the file cannot be opened or decoded (the message names it).
     """
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+            rgb = img.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
             return np.array(rgb, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageLoadError(
@@ -94,7 +99,7 @@ def load_images(
 
     Args:
         records: ``N`` records ``(path, pid, camid)`` or paths.
-        height, width: output size of every image (bilinear resize).
+        height, width: output size of every image (bicubic resize).
         workers: decoding threads (PIL releases the GIL while decoding and resizing); 0 decodes in this
             thread.
         desc: tqdm progress-bar label.
@@ -157,13 +162,29 @@ def _random_index(u: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
     return torch.minimum((u * count).long(), torch.as_tensor(count, device=u.device) - 1)
 
 
+@dataclass
+class AugmentDraws:
+    """The random choices of one augmented batch of ``B`` images (see :meth:`TrainAugment.draw`).
+
+    Attributes:
+        flip: ``(B,)`` bool, mirror the image left-right.
+        offsets: ``(B, 2)`` long crop position (top, left) in the padded image, in ``[0, 2 * pad]``.
+        boxes: ``(B, 4)`` long random-erasing box (top, left, h, w); ``h = w = 0`` erases nothing.
+    """
+
+    flip: torch.Tensor
+    offsets: torch.Tensor
+    boxes: torch.Tensor
+
+
 class TrainAugment(nn.Module):
     """Batched training augmentation of decoded images, on their device (see the module docstring).
 
     ``augment(images, generator)``: ``images`` ``(B, 3, height, width)`` uint8 on any device; ``generator`` a
     ``torch.Generator`` that drives every random choice (deterministic for a given generator state and device;
     put it on the images' device to avoid host-device copies). Returns ``(B, 3, height, width)`` float32,
-    normalised, on the images' device.
+    normalised, on the images' device. It is ``apply(images, draw(B, generator, device))``: the random choices
+    and their application are separate steps, so a reference pipeline can replay the same choices.
 
     Args:
         height, width: the decoded image size the input must have.
@@ -171,6 +192,8 @@ class TrainAugment(nn.Module):
         pad: zero padding on every side before the random crop back to ``height x width``.
         erasing_p: probability of random erasing.
         mean, std: per-channel normalisation constants (ImageNet's by default).
+        erasing_fill: per-channel values written into the erased box of the *normalised* tensor (SpCL's: the
+            ImageNet mean pixel values, see the module docstring).
     """
 
     def __init__(
@@ -182,6 +205,7 @@ class TrainAugment(nn.Module):
         erasing_p: float = 0.5,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        erasing_fill: Sequence[float] = IMAGENET_MEAN,
     ) -> None:
         super().__init__()
         self.height, self.width = height, width
@@ -192,8 +216,25 @@ class TrainAugment(nn.Module):
         self.register_buffer(
             "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
+        self.register_buffer(
+            "erasing_fill", torch.tensor(erasing_fill, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def draw(self, batch_size: int, generator: torch.Generator, device: torch.device) -> AugmentDraws:
+        """The random choices for ``batch_size`` images, from ``generator``, as tensors on ``device``."""
+        b, a = batch_size, _ERASE_ATTEMPTS
+        # One draw for the whole batch, split into named parts: the same generator state gives the same batch.
+        u = _uniform(generator, (b, 6 + 2 * a), device)
+        flip_u, crop_u, erase_u, pos_u = u[:, 0], u[:, 1:3], u[:, 3], u[:, 4:6]
+        area_u, aspect_u = u[:, 6 : 6 + a], u[:, 6 + a :]
+        return AugmentDraws(
+            flip=flip_u < self.flip_p,
+            offsets=_random_index(crop_u, 2 * self.pad + 1),
+            boxes=erasing_boxes(self.height, self.width, area_u, aspect_u, pos_u, erase_u < self.erasing_p),
+        )
+
+    def apply(self, images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+        """Augment ``images`` ``(B, 3, height, width)`` uint8 with the choices ``draws``: float32, normalised."""
         if (
             images.dtype != torch.uint8
             or images.dim() != 4
@@ -204,16 +245,13 @@ class TrainAugment(nn.Module):
                 f"{images.dtype}: decode with load_images(..., height={self.height}, width={self.width})"
             )
         device = images.device
-        b, a = images.shape[0], _ERASE_ATTEMPTS
-        # One draw for the whole batch, split into named parts: the same generator state gives the same batch.
-        u = _uniform(generator, (b, 6 + 2 * a), device)
-        flip_u, crop_u, erase_u, pos_u = u[:, 0], u[:, 1:3], u[:, 3], u[:, 4:6]
-        area_u, aspect_u = u[:, 6 : 6 + a], u[:, 6 + a :]
-        x = flip_images(images, flip_u < self.flip_p)
-        x = pad_crop(x, self.pad, _random_index(crop_u, 2 * self.pad + 1))
+        x = flip_images(images, draws.flip)
+        x = pad_crop(x, self.pad, draws.offsets)
         x = (x.float().div(255.0) - self.mean.to(device)) / self.std.to(device)
-        boxes = erasing_boxes(self.height, self.width, area_u, aspect_u, pos_u, erase_u < self.erasing_p)
-        return erase(x, boxes, value=0.0)
+        return erase(x, draws.boxes, value=self.erasing_fill.to(device))
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, self.draw(images.shape[0], generator, images.device))
 
 
 def flip_images(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -272,10 +310,11 @@ def erasing_boxes(
     return torch.stack((top, left, h, w), dim=1)
 
 
-def erase(images: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-    """Fill each image's box ``(top, left, h, w)`` of ``boxes`` ``(B, 4)`` with ``value`` in every channel.
+def erase(images: torch.Tensor, boxes: torch.Tensor, value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Fill each image's box ``(top, left, h, w)`` of ``boxes`` ``(B, 4)`` with ``value``.
 
-    ``images`` ``(B, C, H, W)``; returns a new tensor of the same shape.
+    ``images`` ``(B, C, H, W)``; ``value`` a number for every channel, or a tensor broadcastable to
+    ``(1, C, 1, 1)`` (one number a channel). Returns a new tensor of the same shape.
     """
     _, _, height, width = images.shape
     top, left, h, w = boxes.unbind(1)
@@ -284,7 +323,8 @@ def erase(images: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torc
     in_rows = (ys >= top.view(-1, 1)) & (ys < (top + h).view(-1, 1))  # (B, H)
     in_cols = (xs >= left.view(-1, 1)) & (xs < (left + w).view(-1, 1))  # (B, W)
     mask = in_rows.unsqueeze(2) & in_cols.unsqueeze(1)  # (B, H, W)
-    return images.masked_fill(mask.unsqueeze(1), value)
+    fill = torch.as_tensor(value, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    return torch.where(mask.unsqueeze(1), fill, images)
 
 
 class ImageFileDataset(Dataset):

@@ -61,7 +61,8 @@ class TrainConfig:
     propagation: str = "on"
     eval_step: int = 10
     seed: int = 1
-    bn_groups: int = 1
+    # None: groups of 16 images at any world size (spal.models.bn_groups_for); a number: groups a process.
+    bn_groups: int | None = None
     deterministic: bool = False
     oracle: str = "ground-truth"
     annotation_timeout: float | None = None
@@ -83,7 +84,7 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances}"
             )
-        if self.bn_groups < 1 or self.batch_size % self.bn_groups:
+        if self.bn_groups is not None and (self.bn_groups < 1 or self.batch_size % self.bn_groups):
             raise ValueError(f"bn_groups {self.bn_groups} must divide batch_size {self.batch_size}")
         for key in ("epochs", "iters", "k1", "k2", "min_samples", "eval_step"):
             if getattr(self, key) < (0 if key == "epochs" else 1):

@@ -191,11 +191,12 @@ def run_training(
             answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
     """
     ctx = ctx or init_distributed(cfg.device)
-    if cfg.batch_size % (ctx.world_size * cfg.num_instances):
-        raise ValueError(
-            f"the global batch {cfg.batch_size} must split into {ctx.world_size} process shares of whole "
-            f"identities ({cfg.num_instances} images each); choose -b as a multiple of "
-            f"{ctx.world_size * cfg.num_instances}"
+    # Before any work: the BatchNorm layout (SPEC 2: groups of 16 images at every world size unless told).
+    bn_groups = models.resolve_bn_groups(cfg.batch_size, ctx.world_size, cfg.bn_groups)
+    bn_batch = cfg.batch_size // (ctx.world_size * bn_groups)
+    if ctx.is_main:
+        log.info(
+            "BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size
         )
     logs_dir = Path(cfg.logs_dir)
     if ctx.is_main:
@@ -205,13 +206,29 @@ def run_training(
     run_start = time.perf_counter()
     _seed_everything(cfg.seed)
 
+    # A missing data set is named first (SPEC 8); listing it is no work yet.
     data = load_dataset(cfg)
     if ctx.is_main:
         data.log_summary()
     n = len(data.train)
     pids = np.array([r[1] for r in data.train], dtype=np.int64)
+    camids = np.array([r[2] for r in data.train], dtype=np.int64)
 
-    model = models.create(cfg.arch, pretrained=cfg.pretrained, bn_groups=cfg.bn_groups).to(ctx.device)
+    # The weights before anything is decoded or trained (SPEC 3.8: never a silent random initialisation); a file
+    # that does not fit the backbone fails here too.
+    weights = models.resolve_pretrained(cfg.arch, cfg.pretrained)
+    if ctx.is_main:
+        if weights is None:
+            log.info("backbone %s: random initialisation (--pretrained %s)", cfg.arch, cfg.pretrained or "not given")
+        else:
+            log.info("backbone %s: weights %s (sha256 %s)", cfg.arch, weights.path, weights.sha256)
+    layout = {
+        "world_size": ctx.world_size,
+        "bn_batch": bn_batch,
+        "pretrained": weights.name if weights else None,
+        "pretrained_sha256": weights.sha256 if weights else None,
+    }
+    model = models.create(cfg.arch, pretrained=weights.path if weights else None, bn_groups=bn_groups).to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
@@ -243,7 +260,7 @@ def run_training(
         # A finished run: nothing to decode or train, only its summary to restate.
         if ctx.is_main:
             log.info("the run in %s is complete (%d epochs); nothing to train", logs_dir, cfg.epochs)
-        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir)
+        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir, layout=layout)
 
     with _Timer(ctx.device) as timer:
         images = load_images(data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
@@ -292,6 +309,7 @@ def run_training(
                 memory,
                 images,
                 targets,
+                camids=camids,
                 epoch=epoch,
                 iters=cfg.iters,
                 batch_size=cfg.batch_size,
@@ -350,7 +368,9 @@ def run_training(
             _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
         barrier(ctx)
 
-    return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir)
+    return _finish(
+        cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout
+    )
 
 
 def _finish(
@@ -362,9 +382,11 @@ def _finish(
     ctx: DistContext,
     elapsed: float,
     logs_dir: Path,
+    *,
+    layout: dict[str, Any],
 ) -> dict[str, Any]:
     """Write ``final.json`` (rank 0) and return it."""
-    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed)
+    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed, layout=layout)
     if ctx.is_main:
         atomic_write_text(logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -460,13 +482,6 @@ def _label_phase(
             )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)
-    if num_classes < cfg.batch_size // cfg.num_instances:
-        log.warning(
-            "epoch %d: %d pseudo identities, fewer than the %d a PK batch needs; sampling with replacement",
-            epoch,
-            num_classes,
-            cfg.batch_size // cfg.num_instances,
-        )
     targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())
     stats = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in stats.items()}
     stats["num_classes"] = num_classes
@@ -497,8 +512,15 @@ def _summary(
     data: datasets.ReIDDataset,
     ctx: DistContext,
     elapsed: float,
+    *,
+    layout: dict[str, Any],
 ) -> dict[str, Any]:
-    """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys."""
+    """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys.
+
+    Also ``layout``, what it trained with (SPEC 8): ``world_size``; ``bn_batch``, the images each BatchNorm group
+    normalised over (16 in the paper's runs at every world size); ``pretrained``, the weight file's name (None
+    for random weights) and ``pretrained_sha256``.
+    """
     evaluated = [m for m in state.metrics if "mAP" in m]
     final = evaluated[-1] if evaluated and evaluated[-1]["epoch"] == cfg.epochs - 1 else {}
     best = max(evaluated, key=lambda m: m["mAP"]) if evaluated else {}
@@ -514,6 +536,6 @@ def _summary(
         wall_time_s=round(state.wall_time + elapsed, 2),
         phase_times={k: round(v, 3) for k, v in state.phase_totals.items()},
         device=str(ctx.device),
-        world_size=ctx.world_size,
+        **layout,
     )
     return summary

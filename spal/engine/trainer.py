@@ -1,9 +1,10 @@
-"""One epoch of training steps: PK batches, batched augmentation, both losses, the memory update.
+"""One epoch of training steps: multi-gallery batches, batched augmentation, both losses, the memory update.
 
 Every rank draws the same global batch (the sampler and the augmentation are seeded by ``seed`` and ``epoch``
-alone) and trains on its contiguous share, so a run on W processes computes what one process computes with
-``bn_groups = W``: the same images, the same augmentation, BatchNorm over the same groups, the same loss
-normalisation (see :func:`train_epoch`), and the same memory update from the all-gathered batch.
+alone) and trains on its contiguous slice of it (SPEC 3.7), so a run on W processes computes what one process
+computes when its BatchNorm groups are the ranks' slices: the same images, the same augmentation, BatchNorm
+over the same groups, the same loss normalisation (see :func:`train_epoch`), and the same memory update from
+the all-gathered batch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spal.data import PKSampler, TrainAugment
+from spal.data import MultiGallerySampler, TrainAugment, global_batches, max_repeats_in_batch
 from spal.distributed import DistContext, all_gather_cat
 from spal.losses import InstanceMemory, SupportPairIndex, cluster_contrastive_loss, support_pair_loss_indexed
 
@@ -63,6 +64,7 @@ def train_epoch(
     images: torch.Tensor,
     targets: EpochTargets,
     *,
+    camids: np.ndarray,
     epoch: int,
     iters: int,
     batch_size: int,
@@ -81,6 +83,8 @@ def train_epoch(
     Args:
         images: ``(n, 3, H, W)`` uint8 decoded training set (on the CPU or already on ``ctx.device``).
         targets: pseudo labels and constraints of this epoch.
+        camids: ``(n,)`` int camera of every training image (the sampler takes a class's followers from other
+            cameras than its anchor's).
         batch_size: the global batch; each of the ``ctx.world_size`` ranks trains on ``batch_size / world_size``.
 
     Loss normalisation: the contrastive loss is a mean over the rank's share, and DDP averages gradients over
@@ -91,14 +95,9 @@ def train_epoch(
     device = ctx.device
     world, rank = ctx.world_size, ctx.rank
     share = batch_size // world
-    sampler = PKSampler(
-        targets.pseudo_labels,
-        num_instances=num_instances,
-        batch_size=batch_size,
-        num_iterations=iters,
-        seed=seed,
-    )
+    sampler = MultiGallerySampler(targets.pseudo_labels, camids, num_instances=num_instances, seed=seed)
     sampler.set_epoch(epoch)
+    max_repeats = max_repeats_in_batch(sampler, batch_size)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed * 100_003 + epoch * 1_009)
     memory_labels = torch.as_tensor(targets.pseudo_labels, device=device)
@@ -118,7 +117,7 @@ def train_epoch(
         "loss_support": torch.zeros((), device=device),
     }
     progress = tqdm(
-        sampler.batches(),
+        global_batches(sampler, batch_size, iters),
         total=iters,
         desc=f"train epoch {epoch}",
         disable=not ctx.is_main or None,
@@ -153,7 +152,7 @@ def train_epoch(
             all_gather_cat(indices, ctx),
             all_gather_cat(features.detach(), ctx),
             momentum=momentum,
-            max_repeats=sampler.max_repeats,
+            max_repeats=max_repeats,
         )
         # Accumulated on the device: no host synchronisation inside the loop.
         totals["loss"] += loss.detach()

@@ -20,7 +20,71 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["GroupedBatchNorm", "convert_to_grouped_batchnorm"]
+__all__ = [
+    "PAPER_BN_BATCH",
+    "BatchNormLayoutError",
+    "GroupedBatchNorm",
+    "bn_groups_for",
+    "convert_to_grouped_batchnorm",
+    "resolve_bn_groups",
+]
+
+#: Images each BatchNorm group normalises over in the paper's runs (64 images over 4 GPUs, SPEC 2).
+PAPER_BN_BATCH = 16
+
+
+class BatchNormLayoutError(ValueError):
+    """A global batch and a process count that cannot give the asked BatchNorm groups; one line says what works."""
+
+
+def bn_groups_for(global_batch: int, world_size: int, bn_batch: int = PAPER_BN_BATCH) -> int:
+    """BatchNorm groups each of ``world_size`` processes cuts its slice into, so every group holds ``bn_batch``.
+
+    The one rule behind ``spal train``'s default and the harness's layouts (SPEC 2): with a global batch of 64
+    and groups of 16, 4 groups on one process, 2 on each of two, 1 on each of four.
+
+    Args:
+        global_batch: images of one step over all processes.
+        world_size: number of processes, each training on ``global_batch / world_size`` consecutive images.
+        bn_batch: images a BatchNorm group normalises over.
+
+    Raises:
+        BatchNormLayoutError: ``global_batch`` is not a multiple of ``bn_batch``, or the ``global_batch /
+            bn_batch`` groups do not split evenly over ``world_size`` processes; the message names the process
+            counts that work.
+    """
+    if bn_batch < 1 or global_batch < 1 or global_batch % bn_batch:
+        raise BatchNormLayoutError(
+            f"a global batch of {global_batch} images does not split into BatchNorm groups of {bn_batch}: "
+            f"use a batch size that is a multiple of {bn_batch}, or give the groups explicitly (--bn-groups)"
+        )
+    groups = global_batch // bn_batch
+    if world_size < 1 or groups % world_size:
+        valid = [w for w in range(1, groups + 1) if groups % w == 0]
+        counts = ", ".join(map(str, valid[:-1])) + (" or " if len(valid) > 1 else "") + str(valid[-1])
+        raise BatchNormLayoutError(
+            f"{world_size} processes cannot split a global batch of {global_batch} into BatchNorm groups of "
+            f"{bn_batch} images; run on {counts} processes"
+        )
+    return groups // world_size
+
+
+def resolve_bn_groups(global_batch: int, world_size: int, bn_groups: int | None) -> int:
+    """The BatchNorm groups of one process: ``bn_groups`` when given, else :func:`bn_groups_for` (16 images).
+
+    Raises:
+        BatchNormLayoutError: a process's slice ``global_batch / world_size`` is not whole or does not split
+            into ``bn_groups`` equal groups, or (``bn_groups`` None) :func:`bn_groups_for`'s conditions.
+    """
+    if bn_groups is None:
+        return bn_groups_for(global_batch, world_size)
+    if world_size < 1 or global_batch % world_size or bn_groups < 1 or (global_batch // world_size) % bn_groups:
+        raise BatchNormLayoutError(
+            f"a global batch of {global_batch} over {world_size} processes does not split into {bn_groups} "
+            f"BatchNorm groups a process; choose --bn-groups dividing {global_batch // max(world_size, 1)}, "
+            "or leave it out for groups of 16"
+        )
+    return bn_groups
 
 
 class GroupedBatchNorm(_BatchNorm):

@@ -1,20 +1,90 @@
-"""Load a local ImageNet checkpoint into a backbone trunk; nothing is ever downloaded."""
+"""ImageNet weights (SPEC 3.8): find the file, hash it, load it strictly into a backbone trunk.
+
+Nothing is ever downloaded: the file comes from ``--pretrained PATH`` or from torch's hub cache, where
+torchvision keeps the weights it downloads, and a run that finds neither stops before any work.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["load_pretrained", "clean_state_dict"]
+__all__ = [
+    "PretrainedError",
+    "PretrainedWeights",
+    "PretrainedNotFoundError",
+    "clean_state_dict",
+    "file_sha256",
+    "find_in_hub_cache",
+    "hub_checkpoint_dir",
+    "load_pretrained",
+]
 
 log = logging.getLogger(__name__)
 
 _NESTED_KEYS = ("state_dict", "model")
+
+
+class PretrainedError(ValueError):
+    """A weight file that cannot be loaded (unreadable, or not the backbone's tensors); the message names it."""
+
+
+class PretrainedNotFoundError(FileNotFoundError):
+    """No weight file where one was asked for; the one-line message names the file, the folders, the source."""
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A weight file a run loads, as its records name it: ``name`` (the file name) and ``sha256`` (hex)."""
+
+    path: Path
+    name: str
+    sha256: str
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PretrainedWeights:
+        path = Path(path).expanduser().resolve()
+        return cls(path=path, name=path.name, sha256=file_sha256(path))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hub_checkpoint_dir() -> Path:
+    """Torch's hub cache for weight files: ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``,
+    by default ``~/.cache/torch/hub/checkpoints``), where torchvision stores the weights it downloads."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_in_hub_cache(file_names: Sequence[str], what: str, source: str) -> Path:
+    """The first of ``file_names`` present in :func:`hub_checkpoint_dir`.
+
+    Raises:
+        PretrainedNotFoundError: none is there; one line naming the files, the folder searched, ``source`` (where
+            to download them) and the ``--pretrained`` choices.
+    """
+    folder = hub_checkpoint_dir()
+    for name in file_names:
+        if (folder / name).is_file():
+            return folder / name
+    raise PretrainedNotFoundError(
+        f"no {what} weights: --pretrained PATH not given and {' or '.join(file_names)} not in {folder} (torch's hub "
+        f"cache, $TORCH_HOME/hub/checkpoints); download it from {source} into that folder, or pass "
+        "--pretrained PATH (make reproduce ... PRETRAINED=PATH), or --pretrained none for random weights on purpose"
+    )
 
 
 def clean_state_dict(checkpoint: Mapping[str, object]) -> dict[str, torch.Tensor]:
@@ -50,19 +120,21 @@ def _summary(names: list[str], shown: int = 5) -> str:
 
 
 def load_pretrained(trunk: nn.Module, path: str | Path, download_hint: str) -> None:
-    """Copy the weights of the checkpoint at ``path`` into ``trunk`` (in place).
+    """Copy the weights of the checkpoint at ``path`` into ``trunk`` (in place), strictly.
 
     Args:
         trunk: the backbone whose parameter names match the checkpoint's (torchvision / IBN-Net naming).
         path: a ``.pth`` or ``.pth.tar`` file holding a state dict, possibly nested and ``module.``-prefixed.
         download_hint: what the user should fetch, for the error message when ``path`` is missing.
 
+    Only the ImageNet classifier (``fc.*``) may be left unused, and only the BatchNorm step counters
+    (``num_batches_tracked``, which files saved before torch 0.4.1 lack and which no computation reads) may be
+    missing; any other missing or unexpected tensor, or a shape mismatch, is an error naming the keys.
+
     Raises:
         FileNotFoundError: ``path`` is not a file (the message says which file to put where).
-        ValueError: the file is unreadable, holds no tensor of ``trunk``, or a tensor's shape disagrees.
-
-    Missing and unexpected tensor names are reported in one log line; the BatchNorm step counters
-    (``num_batches_tracked``) that older checkpoints lack are not counted as missing.
+        PretrainedError: the file is unreadable, or its tensors do not match ``trunk`` exactly (the message names
+            them).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -70,36 +142,27 @@ def load_pretrained(trunk: nn.Module, path: str | Path, download_hint: str) -> N
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(
+        raise PretrainedError(
             f"cannot read pretrained weights {path} ({err.__class__.__name__}: {str(err).splitlines()[0]}); "
             "it must be a torch.save'd state dict: re-download it, or re-save only its tensors with "
             "torch.save(state_dict, PATH)"
         ) from err
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+        raise PretrainedError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     state = clean_state_dict(checkpoint)
     own = trunk.state_dict()
-    matched = [name for name in state if name in own]
-    if not matched:
-        raise ValueError(
-            f"none of the {len(state)} tensors in {path} matches the backbone "
-            f"(e.g. {_summary(sorted(own), 3)}); is it the right architecture? {download_hint}"
-        )
+    missing = sorted(name for name in own if name not in state and not name.endswith("num_batches_tracked"))
+    unexpected = sorted(name for name in state if name not in own)
     wrong_shape = [
         f"{name} {tuple(state[name].shape)} vs {tuple(own[name].shape)}"
-        for name in matched
-        if state[name].shape != own[name].shape
+        for name in sorted(state)
+        if name in own and state[name].shape != own[name].shape
     ]
-    if wrong_shape:
-        raise ValueError(f"{path} does not fit the backbone, shapes differ: {_summary(wrong_shape)}")
-    result = trunk.load_state_dict(state, strict=False)
-    missing = [name for name in result.missing_keys if not name.endswith("num_batches_tracked")]
-    log.info(
-        "loaded %d tensors from %s; missing %d: %s; unexpected %d: %s",
-        len(matched),
-        path,
-        len(missing),
-        _summary(missing),
-        len(result.unexpected_keys),
-        _summary(result.unexpected_keys),
-    )
+    if missing or unexpected or wrong_shape:
+        raise PretrainedError(
+            f"{path} does not fit the backbone ({len(own)} tensors): missing {len(missing)}: {_summary(missing)}; "
+            f"unexpected {len(unexpected)}: {_summary(unexpected)}; shapes differ {len(wrong_shape)}: "
+            f"{_summary(wrong_shape)}. Is it the right architecture? {download_hint}"
+        )
+    trunk.load_state_dict(state, strict=False)  # strict above, up to the step counters
+    log.info("loaded %d tensors from %s", len(state), path)

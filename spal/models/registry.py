@@ -1,4 +1,5 @@
-"""Backbone registry: ``create(arch, ...)`` builds a ``ReIDNet`` by name; ``names()`` lists the choices."""
+"""Backbone registry: ``create(arch, ...)`` builds a ``ReIDNet`` by name; ``names()`` lists the choices;
+``resolve_pretrained(arch, pretrained)`` finds the ImageNet file a run loads (SPEC 3.8)."""
 
 from __future__ import annotations
 
@@ -7,34 +8,47 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spal.models.norm import convert_to_grouped_batchnorm
-from spal.models.pretrained import load_pretrained
+from spal.models.pretrained import (
+    PretrainedNotFoundError,
+    PretrainedWeights,
+    find_in_hub_cache,
+    load_pretrained,
+)
 from spal.models.reid import ReIDNet
 from spal.models.resnet import ResNetTrunk, resnet18_trunk, resnet50_trunk, set_last_stride
 from spal.models.resnet_ibn import resnet50_ibn_a_trunk
 
-__all__ = ["create", "names"]
+__all__ = ["create", "names", "resolve_pretrained", "PRETRAINED_CHOICES"]
+
+#: The words ``--pretrained`` takes besides a path: ``none`` (random weights on purpose) and ``imagenet`` (the
+#: architecture's ImageNet file from torch's hub cache). Not given (``None``): ``imagenet`` for the ResNet-50
+#: backbones, random weights for ResNet-18 (the small CPU backbone), as SPEC 3.8 says.
+PRETRAINED_CHOICES = ("none", "imagenet")
 
 
 @dataclass(frozen=True)
 class _Arch:
     build: Callable[[], ResNetTrunk]
-    weights: str  # what to download for --pretrained, named in the missing-file error
+    files: tuple[str, ...]  # the ImageNet file names looked for in the hub cache, preferred first
+    source: str  # where to download them
+    imagenet_by_default: bool  # loads ImageNet weights when --pretrained is not given
+
+    @property
+    def weights(self) -> str:
+        """What to download for --pretrained, named in the missing-file error."""
+        return f"download {' or '.join(self.files)} ({self.source}) and pass --pretrained PATH"
 
 
 _TORCHVISION = "https://download.pytorch.org/models/"
 _ARCHS: dict[str, _Arch] = {
-    "resnet18": _Arch(
-        resnet18_trunk,
-        f"download torchvision's ImageNet resnet18-f37072fd.pth ({_TORCHVISION}) and pass --pretrained PATH",
-    ),
-    "resnet50": _Arch(
-        resnet50_trunk,
-        f"download torchvision's ImageNet resnet50-0676ba61.pth ({_TORCHVISION}) and pass --pretrained PATH",
-    ),
+    "resnet18": _Arch(resnet18_trunk, ("resnet18-f37072fd.pth",), _TORCHVISION + "resnet18-f37072fd.pth", False),
+    "resnet50": _Arch(resnet50_trunk, ("resnet50-0676ba61.pth",), _TORCHVISION + "resnet50-0676ba61.pth", True),
+    # IBN-Net's release file, or the older name SpCL loads (SPEC 2).
     "resnet50_ibn_a": _Arch(
         resnet50_ibn_a_trunk,
-        "download resnet50_ibn_a.pth.tar (IBN-Net release, https://github.com/XingangPan/IBN-Net) "
-        "and pass --pretrained PATH",
+        ("resnet50_ibn_a-d9d0bb7b.pth", "resnet50_ibn_a.pth.tar"),
+        "https://github.com/XingangPan/IBN-Net/releases",
+        True,
     ),
 }
 
@@ -42,6 +56,38 @@ _ARCHS: dict[str, _Arch] = {
 def names() -> list[str]:
     """The architecture names ``create`` accepts."""
     return list(_ARCHS)
+
+
+def _spec(arch: str) -> _Arch:
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(names())}")
+    return _ARCHS[arch]
+
+
+def resolve_pretrained(arch: str, pretrained: str | Path | None) -> PretrainedWeights | None:
+    """The weight file a run of ``arch`` loads, named and hashed; ``None`` for random weights (SPEC 3.8).
+
+    Args:
+        pretrained: a path; ``"none"`` (random weights on purpose); ``"imagenet"`` (the architecture's file from
+            torch's hub cache); or ``None`` (not given): ``"imagenet"`` for ``resnet50`` / ``resnet50_ibn_a``,
+            random weights for ``resnet18``.
+
+    Raises:
+        ValueError: unknown ``arch``.
+        spal.models.pretrained.PretrainedNotFoundError: the path, or the file in the hub cache, is missing; the
+            one-line message names the file, the folder searched and where to download it.
+    """
+    spec = _spec(arch)
+    if pretrained is None:
+        pretrained = "imagenet" if spec.imagenet_by_default else "none"
+    if pretrained == "none":
+        return None
+    if pretrained == "imagenet":
+        return PretrainedWeights.from_file(find_in_hub_cache(spec.files, f"ImageNet {arch}", spec.source))
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise PretrainedNotFoundError(f"pretrained weights not found at {path}: {spec.weights}")
+    return PretrainedWeights.from_file(path)
 
 
 def create(
@@ -55,8 +101,9 @@ def create(
     Args:
         arch: one of ``names()``: ``"resnet18"`` (small CPU backbone, 512-d), ``"resnet50"`` (2048-d),
             ``"resnet50_ibn_a"`` (2048-d).
-        pretrained: path of a local ImageNet checkpoint for the backbone; ``None`` keeps random initialisation
-            (initialisation draws from torch's global generator, so seed it for reproducible weights).
+        pretrained: path of a local ImageNet checkpoint for the backbone, loaded strictly; ``None`` keeps random
+            initialisation (initialisation draws from torch's global generator, so seed it for reproducible
+            weights). A run finds the path with :func:`resolve_pretrained`.
         last_stride: stride of the last stage, 1 (16 x 8 map at 256 x 128 input, the paper's) or 2.
         bn_groups: ``K`` > 1 replaces every BatchNorm by ``GroupedBatchNorm(groups=K)``: in training mode the
             batch is normalised in ``K`` equal groups, emulating ``K`` GPUs; state dict keys do not change.
@@ -65,14 +112,12 @@ def create(
         ValueError: unknown ``arch``, bad ``last_stride`` or ``bn_groups``, or an unusable checkpoint.
         FileNotFoundError: ``pretrained`` is not a file.
     """
-    if arch not in _ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(names())}")
+    spec = _spec(arch)
     if bn_groups < 1:
         raise ValueError(f"bn_groups must be >= 1, got {bn_groups}")
-    spec = _ARCHS[arch]
     if pretrained is not None and not Path(pretrained).expanduser().is_file():
         # Checked before building, so that a wrong path fails at once.
-        raise FileNotFoundError(f"pretrained weights not found at {pretrained}: {spec.weights}")
+        raise PretrainedNotFoundError(f"pretrained weights not found at {pretrained}: {spec.weights}")
     trunk = spec.build()
     set_last_stride(trunk, last_stride)
     if pretrained is not None:

@@ -38,7 +38,7 @@ def test_load_images_matches_pil_and_threads_agree(tmp_path) -> None:
     images = load_images(records, H, W)
     assert images.shape == (5, 3, H, W) and images.dtype == torch.uint8
     with Image.open(records[3][0]) as img:
-        expected = np.array(img.convert("RGB").resize((W, H), Image.Resampling.BILINEAR))
+        expected = np.array(img.convert("RGB").resize((W, H), Image.Resampling.BICUBIC))
     assert torch.equal(images[3], torch.from_numpy(expected).permute(2, 0, 1))
     assert torch.equal(load_images([r[0] for r in records], H, W, workers=2), images)
 
@@ -146,19 +146,72 @@ def test_erasing_boxes_follow_the_spcl_rules() -> None:
     assert torch.equal(h == 0, w == 0)
 
 
-def test_augment_erases_a_rectangle_with_the_mean() -> None:
+def test_augment_erases_a_rectangle_with_the_authors_fill() -> None:
     height, width = 32, 16
     augment = TrainAugment(
         height, width, flip_p=0.0, pad=0, erasing_p=1.0, mean=(0.5, 0.5, 0.5), std=(1, 1, 1)
     )
     images = torch.full((50, 3, height, width), 255, dtype=torch.uint8)
     out = augment(images, generator=torch.Generator().manual_seed(4))
-    erased = out.eq(0)  # the mean pixel is 0 after normalisation; the rest is 0.5
-    assert torch.equal(erased | out.eq(0.5), torch.ones_like(erased))
-    counts = erased[:, 0].sum(dim=(1, 2)).float() / (height * width)
+    # Outside the box: (1 - 0.5) / 1 = 0.5; inside: SpCL's numbers 0.485 / 0.456 / 0.406, one a channel.
+    erased = out.ne(0.5)
+    assert torch.equal(erased, erased[:, :1].expand_as(erased))
+    for c, value in enumerate(IMAGENET_MEAN):
+        assert out[:, c][erased[:, c]].eq(value).all()
+    erased = erased[:, 0]
+    counts = erased.sum(dim=(1, 2)).float() / (height * width)
     assert (counts > 0.015).all() and (counts < 0.43).all()
-    rows, cols = erased[:, 0].any(dim=2).sum(1), erased[:, 0].any(dim=1).sum(1)
-    assert torch.equal(erased[:, 0].sum(dim=(1, 2)), rows * cols)  # a filled rectangle
+    rows, cols = erased.any(dim=2).sum(1), erased.any(dim=1).sum(1)
+    assert torch.equal(erased.sum(dim=(1, 2)), rows * cols)  # a filled rectangle
+
+
+def _reference_train(path: str, height: int, width: int, pad: int, flip: bool, top: int, left: int,
+                     box: list[int]) -> torch.Tensor:
+    """SpCL's training transform written with torchvision's functional ops, replaying the given choices."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    with Image.open(path) as img:
+        x = TF.resize(img.convert("RGB"), [height, width], interpolation=InterpolationMode.BICUBIC)
+    if flip:
+        x = TF.hflip(x)
+    x = TF.crop(TF.pad(x, pad), top, left, height, width)
+    x = TF.normalize(TF.to_tensor(x), IMAGENET_MEAN, IMAGENET_STD)
+    y, z, h, w = box
+    for c in range(3):  # SpCL's RandomErasing writes the mean values into the normalised tensor
+        x[c, y : y + h, z : z + w] = IMAGENET_MEAN[c]
+    return x
+
+
+def _reference_test(path: str, height: int, width: int) -> torch.Tensor:
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    with Image.open(path) as img:
+        x = TF.resize(img.convert("RGB"), [height, width], interpolation=InterpolationMode.BICUBIC)
+    return TF.normalize(TF.to_tensor(x), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_train_and_test_tensors_match_a_torchvision_reference(tmp_path) -> None:
+    height, width, pad = 64, 32, 5
+    records = _write_jpegs(tmp_path, 8)  # 32 x 16 files: the resize enlarges them
+    images = load_images(records, height, width)
+    augment = TrainAugment(height, width, pad=pad)
+    draws = augment.draw(len(records), torch.Generator().manual_seed(11), torch.device("cpu"))
+    out = augment.apply(images, draws)
+    # Both branches of flip and erasing occur among the 8 draws of this seed.
+    assert 0 < int(draws.flip.sum()) < 8 and 0 < int((draws.boxes[:, 2] > 0).sum()) < 8
+    for i, record in enumerate(records):
+        top, left = draws.offsets[i].tolist()
+        ref = _reference_train(record[0], height, width, pad, bool(draws.flip[i]), top, left,
+                               draws.boxes[i].tolist())
+        torch.testing.assert_close(out[i], ref, rtol=0, atol=1e-6)
+    tests = normalize(images)
+    loaded = torch.cat([b[0] for b in make_eval_loader(records, height, width, batch_size=4, workers=0)])
+    for i, record in enumerate(records):
+        ref = _reference_test(record[0], height, width)
+        torch.testing.assert_close(tests[i], ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(loaded[i], ref, rtol=0, atol=1e-6)
 
 
 def test_erase_fills_exactly_the_box() -> None:
@@ -167,6 +220,10 @@ def test_erase_fills_exactly_the_box() -> None:
     expected = torch.ones(2, 3, 6, 5)
     expected[0, :, 1:4, 2:4] = 0
     assert torch.equal(out, expected)
+    per_channel = erase(images, torch.tensor([[1, 2, 3, 2], [0, 0, 0, 0]]), value=torch.tensor([2.0, 3.0, 4.0]))
+    for c, value in enumerate((2.0, 3.0, 4.0)):
+        expected[0, c, 1:4, 2:4] = value
+    assert torch.equal(per_channel, expected)
 
 
 def test_augment_rejects_wrong_input() -> None:

@@ -42,6 +42,24 @@ def test_plain_clustering_ignores_constraints_and_matches_sklearn() -> None:
     assert constrained[0] != constrained[4]
 
 
+def test_propagation_off_changes_only_what_counts_as_known() -> None:
+    # What --help and the protocols' ablation say: the selection sees only answered pairs as known, the
+    # clustering and the support-pair loss read the same propagated constraints as with propagation on.
+    distances, _ = _two_blobs()
+    on, off = ConstraintGraph(8), ConstraintGraph(8, propagation=False)
+    for graph in (on, off):
+        graph.add_must_link(0, 1)
+        graph.add_must_link(1, 2)
+        graph.add_cannot_link(2, 4)
+    assert on.known(0, 2) and on.known(0, 4) and not off.known(0, 2) and not off.known(0, 4)
+    assert off.known(1, 2) and off.known(2, 4)
+    labels_on = cluster(distances, on, clustering="constrained", eps=0.6, min_samples=4)
+    labels_off = cluster(distances, off, clustering="constrained", eps=0.6, min_samples=4)
+    assert np.array_equal(labels_on, labels_off) and labels_on[0] != labels_on[4]  # the implied CL still splits
+    assert np.array_equal(on.component_ids(), off.component_ids())
+    assert np.array_equal(on.cannot_link_edges(), off.cannot_link_edges())
+
+
 def test_outliers_become_singleton_classes() -> None:
     pseudo, num_classes = pseudo_labels_from_clusters(np.array([1, -1, 0, 1, -1]))
     assert num_classes == 4
@@ -75,6 +93,7 @@ def test_lambda_switches_the_support_pair_loss(lambda_sp: float) -> None:
         memory,
         images,
         targets,
+        camids=np.arange(n) % 3,
         epoch=0,
         iters=2,
         batch_size=16,

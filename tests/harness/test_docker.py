@@ -91,6 +91,14 @@ def test_container_spec_environment_override_and_synthetic_rw(tmp_path: Path) ->
     assert spec["volumes"][str(tmp_path / "data")]["mode"] == "rw"
 
 
+def test_container_spec_mounts_the_weights_on_the_hub_cache_read_only(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, weights_dir=tmp_path / "weights")
+    assert spec["volumes"][str(tmp_path / "weights")] == {"bind": hd.CONTAINER_WEIGHTS_DIR, "mode": "ro"}
+    assert str(tmp_path / "weights") not in _spec(tmp_path)["volumes"]
+    with pytest.raises(ValueError, match="weights_dir must be an absolute path"):
+        _spec(tmp_path, weights_dir="weights")
+
+
 def test_container_spec_rejects_relative_paths_and_bad_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="absolute path"):
         hd.container_spec("i", "msmt17", "data", tmp_path, 1, 1)

@@ -91,6 +91,8 @@ def test_paper_protocol_is_spec_section_2(dataset: str) -> None:
     assert list(train) == list(TRAIN_KEYS) == TrainConfig.keys()
     assert {k: train[k] for k in PAPER_SETTINGS} == PAPER_SETTINGS
     assert train["dataset"] == dataset and train["synthetic"] is None
+    # ImageNet weights from the hub cache (or PRETRAINED=PATH), never a silent random start (SPEC 3.8).
+    assert train["pretrained"] == "imagenet"
     assert protocol["layout"] | {"description": ""} == {
         "description": "",
         "gpus": 4,
@@ -109,7 +111,7 @@ def test_bn_groups_emulate_four_gpus() -> None:
     protocol = load_protocol("paper", "market1501")
     assert [bn_groups_for(protocol, w) for w in (1, 2, 4)] == [4, 2, 1]
     assert protocol["train"]["bn_groups"] == 4
-    with pytest.raises(ProtocolError, match="use 1, 2, 4 GPUs"):
+    with pytest.raises(ProtocolError, match="3 processes .* run on 1, 2 or 4 processes"):
         bn_groups_for(protocol, 3)
 
 
@@ -126,6 +128,8 @@ def test_ci_protocol_is_small_cpu_synthetic(layout: str) -> None:
     assert set(train["synthetic"]) >= {"num_ids", "num_cams", "images_per_id"}
     assert protocol["synthetic_layout"] == layout
     assert bn_groups_for(protocol, 1) == train["bn_groups"] == 1
+    # Random weights on purpose, said so: the synthetic protocols never look for ImageNet files.
+    assert train["pretrained"] == "none" == load_protocol("smoke", "synthetic", layout)["train"]["pretrained"]
 
 
 def test_ci_default_layout_and_msmt_cameras() -> None:

@@ -59,6 +59,14 @@ def test_cell_runs_then_is_complete_then_resumes_without_its_final_json(tmp_path
     for key in ("mAP", "rank1", "rank5", "rank10", "queries_spent", "budget", "pairs_known"):
         assert isinstance(final[key], (int, float)), key
     assert final["synthetic"] is True and final["seed"] == 1
+    # The layout it trained with (SPEC 8): one process, BatchNorm over the smoke protocol's 16 images.
+    assert (final["world_size"], final["bn_batch"]) == (1, 16)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["world_size"], config["bn_groups"], config["bn_batch"]) == (1, 1, 16)
+    # Random weights on purpose (the smoke protocol says "none"), recorded as such everywhere.
+    env = json.loads((run_dir / "env.json").read_text())
+    for record in (final, config, env):
+        assert record["pretrained"] is None and record["pretrained_sha256"] is None
     assert json.loads((run_dir / "env.json").read_text())["git_commit"] == "0" * 40
 
     again = run_cell(cell, results, logs, data_dir, ENV)
@@ -69,3 +77,58 @@ def test_cell_runs_then_is_complete_then_resumes_without_its_final_json(tmp_path
     resumed = run_cell(cell, results, logs, data_dir, ENV)
     assert resumed.status == "resumed"
     assert resumed.final["mAP"] == final["mAP"]
+
+
+def test_paper_reproduce_without_weights_stops_before_any_work(tmp_path: Path) -> None:
+    root = tmp_path / "data" / "market1501" / "Market-1501-v15.09.15"
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        (root / folder).mkdir(parents=True)
+    hub = tmp_path / "torch-home" / "hub" / "checkpoints"
+    env = {"TORCH_HOME": str(tmp_path / "torch-home"), "SPAL_RESULTS_DIR": str(tmp_path / "results"),
+           "SPAL_LOGS_DIR": str(tmp_path / "logs")}
+    done = _harness("reproduce", "DATASET=market1501", "--data-dir", str(tmp_path / "data"), env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "resnet50-0676ba61.pth" in x]
+    assert str(hub) in line and "https://download.pytorch.org/models/resnet50-0676ba61.pth" in line
+    assert "PRETRAINED=PATH" in line
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+    # A given file that is not there is named too (PRETRAINED=PATH, as make reproduce passes it).
+    done = _harness("reproduce", "DATASET=market1501", "--data-dir", str(tmp_path / "data"),
+                    f"PRETRAINED={tmp_path / 'w' / 'resnet50-0676ba61.pth'}", env=env)
+    assert done.returncode == 2 and str(tmp_path / "w" / "resnet50-0676ba61.pth") in done.stderr
+
+
+def test_the_run_id_names_weights_by_file_not_folder() -> None:
+    def cell(pretrained):
+        (only,) = build_cells("market1501", "full", protocol="paper", seeds=[1], pretrained=pretrained)
+        return only
+
+    here, there = cell("/a/resnet50-0676ba61.pth"), cell("/b/resnet50-0676ba61.pth")
+    hub, random = cell(None), cell("none")
+    assert here.train["pretrained"] == "/a/resnet50-0676ba61.pth" and hub.train["pretrained"] == "imagenet"
+    assert here.variant == hub.variant == "full"  # where the file lies is not a variant
+    assert here.run_id("c" * 40) == there.run_id("c" * 40)
+    assert len({here.run_id("c" * 40), hub.run_id("c" * 40), random.run_id("c" * 40)}) == 3
+
+
+@pytest.mark.parametrize(("gpus", "layout"), [(0, (1, 4, 16)), (1, (1, 4, 16)), (2, (2, 2, 16)), (4, (4, 1, 16)),
+                                              (8, (4, 1, 16))])
+def test_paper_cells_keep_batchnorm_over_16_images_at_every_world_size(gpus: int, layout: tuple) -> None:
+    from harness.runs import process_layout
+
+    (cell,) = build_cells("market1501", "full", protocol="paper", seeds=[1])
+    assert process_layout(cell, world_size=gpus) == layout
+
+
+def test_three_gpus_are_refused_and_the_ci_protocol_keeps_its_one_group(tmp_path: Path) -> None:
+    from harness.runs import process_layout
+    from spal.models import BatchNormLayoutError
+
+    (cell,) = build_cells("market1501", "full", protocol="paper", seeds=[1])
+    with pytest.raises(BatchNormLayoutError, match="run on 1, 2 or 4 processes"):
+        process_layout(cell, world_size=3)
+    with pytest.raises(BatchNormLayoutError):
+        run_cell(cell, tmp_path / "results", tmp_path / "logs", str(tmp_path), ENV, world_size=3)
+    assert not (tmp_path / "results").exists()  # refused before any file was written
+    (cell,) = build_cells("synthetic", "full", protocol="ci", seeds=[1], layouts=["market1501"])
+    assert process_layout(cell, world_size=4) == (1, 1, 32)  # a one-GPU protocol runs on one process

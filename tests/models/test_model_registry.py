@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from spal import models
-from spal.models.pretrained import load_pretrained
+from spal.models.pretrained import PretrainedError, load_pretrained
 from spal.models.resnet import resnet18_trunk
 from spal.models.resnet_ibn import IBN
 
@@ -93,13 +95,13 @@ def test_ibn_normalises_first_half_per_instance() -> None:
     assert y[:, 2:].mean(dim=(2, 3)).abs().max() > 1e-3
 
 
-def test_pretrained_loads_prefixed_checkpoint(tmp_path, caplog) -> None:
+def test_pretrained_loads_a_prefixed_checkpoint_leaving_only_fc_unused(tmp_path, caplog) -> None:
     torch.manual_seed(1)
     source = models.create("resnet18").backbone.state_dict()
-    checkpoint = {f"module.{k}": v for k, v in source.items() if "layer4.1" not in k}
+    # An old-style file: DataParallel prefixes, the ImageNet classifier, no BatchNorm step counters.
+    checkpoint = {f"module.{k}": v for k, v in source.items() if not k.endswith("num_batches_tracked")}
     checkpoint["module.fc.weight"] = torch.randn(1000, 512)
     checkpoint["module.fc.bias"] = torch.randn(1000)
-    checkpoint["module.extra.weight"] = torch.randn(3)
     path = tmp_path / "resnet18.pth.tar"
     torch.save({"state_dict": checkpoint, "epoch": 90}, path)
 
@@ -108,13 +110,29 @@ def test_pretrained_loads_prefixed_checkpoint(tmp_path, caplog) -> None:
         model = models.create("resnet18", pretrained=str(path))
     loaded = model.backbone.state_dict()
     for key, value in source.items():
-        if "layer4.1" not in key:
-            assert torch.equal(loaded[key], value), key
-    # Left out of the checkpoint: keeps its own (different) random initialisation.
-    assert not torch.equal(loaded["layer4.1.conv1.weight"], source["layer4.1.conv1.weight"])
-    message = " ".join(r.getMessage() for r in caplog.records)
-    assert "missing" in message and "layer4.1.conv1.weight" in message
-    assert "unexpected 1" in message and "extra.weight" in message and "fc.weight" not in message
+        assert torch.equal(loaded[key], value), key
+    assert str(path) in caplog.text
+
+
+def test_pretrained_loading_is_strict_and_names_the_keys(tmp_path) -> None:
+    state = resnet18_trunk().state_dict()
+    missing = tmp_path / "missing.pth"
+    torch.save({k: v for k, v in state.items() if not k.startswith("layer4.1.")}, missing)
+    with pytest.raises(PretrainedError, match=r"missing \d+: layer4\.1\.bn1\.bias"):
+        load_pretrained(resnet18_trunk(), missing, HINT)
+    extra = tmp_path / "extra.pth"
+    torch.save({**state, "extra.weight": torch.zeros(3)}, extra)
+    with pytest.raises(PretrainedError, match="unexpected 1: extra.weight"):
+        load_pretrained(resnet18_trunk(), extra, HINT)
+    # A ResNet-18 file given to ResNet-50: an error that names the keys, not a partial load.
+    resnet18_file = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(state, resnet18_file)
+    with pytest.raises(PretrainedError) as info:
+        models.create("resnet50", pretrained=resnet18_file)
+    text = str(info.value)
+    assert len(text.splitlines()) == 1
+    assert "missing" in text and "layer1.0.conv3.weight" in text
+    assert "shapes differ" in text and "layer1.0.conv1.weight (64, 64, 3, 3) vs (64, 64, 1, 1)" in text
 
 
 def test_pretrained_plain_state_dict_and_bad_files(tmp_path) -> None:
@@ -125,18 +143,62 @@ def test_pretrained_plain_state_dict_and_bad_files(tmp_path) -> None:
     load_pretrained(trunk, plain, HINT)
     wrong = tmp_path / "wrong.pth"
     torch.save({**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, wrong)
-    with pytest.raises(ValueError, match="shapes differ: conv1.weight"):
+    with pytest.raises(PretrainedError, match="shapes differ 1: conv1.weight"):
         load_pretrained(trunk, wrong, HINT)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="corrupt.pth"):
+    with pytest.raises(PretrainedError, match="corrupt.pth"):
         load_pretrained(trunk, corrupt, HINT)
     unrelated = tmp_path / "unrelated.pth"
     torch.save({"foo": torch.zeros(2)}, unrelated)
-    with pytest.raises(ValueError, match="none of the 1 tensors"):
+    with pytest.raises(PretrainedError, match="unexpected 1: foo"):
         load_pretrained(trunk, unrelated, HINT)
     with pytest.raises(FileNotFoundError, match=HINT):
         load_pretrained(trunk, tmp_path / "absent.pth", HINT)
+
+
+def _hub(monkeypatch, tmp_path) -> Path:
+    """An empty torch hub cache for this test: ``$TORCH_HOME/hub/checkpoints``."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    folder = tmp_path / "torch-home" / "hub" / "checkpoints"
+    assert models.hub_checkpoint_dir() == folder
+    return folder
+
+
+def test_resnet50_without_weights_stops_naming_file_folder_and_source(monkeypatch, tmp_path) -> None:
+    folder = _hub(monkeypatch, tmp_path)
+    for pretrained in (None, "imagenet"):
+        with pytest.raises(models.PretrainedNotFoundError) as info:
+            models.resolve_pretrained("resnet50", pretrained)
+        text = str(info.value)
+        assert len(text.splitlines()) == 1
+        assert "resnet50-0676ba61.pth" in text and str(folder) in text
+        assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in text
+        assert "--pretrained none" in text
+    with pytest.raises(models.PretrainedNotFoundError, match="resnet50_ibn_a-d9d0bb7b.pth or resnet50_ibn_a.pth.tar"):
+        models.resolve_pretrained("resnet50_ibn_a", None)
+    # Random weights only when asked for, or for the small CPU backbone when nothing is given.
+    assert models.resolve_pretrained("resnet50", "none") is None
+    assert models.resolve_pretrained("resnet18", None) is None
+    with pytest.raises(models.PretrainedNotFoundError, match="resnet18-f37072fd.pth"):
+        models.resolve_pretrained("resnet18", "imagenet")
+
+
+def test_weights_come_from_the_hub_cache_or_a_path_with_name_and_sha256(monkeypatch, tmp_path) -> None:
+    folder = _hub(monkeypatch, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "resnet50_ibn_a.pth.tar").write_bytes(b"older IBN-a file")
+    weights = models.resolve_pretrained("resnet50_ibn_a", None)
+    assert weights.path == folder / "resnet50_ibn_a.pth.tar" and weights.name == "resnet50_ibn_a.pth.tar"
+    assert weights.sha256 == hashlib.sha256(b"older IBN-a file").hexdigest()
+    (folder / "resnet50_ibn_a-d9d0bb7b.pth").write_bytes(b"IBN-Net release file")
+    assert models.resolve_pretrained("resnet50_ibn_a", None).name == "resnet50_ibn_a-d9d0bb7b.pth"
+    given = tmp_path / "mine.pth"
+    given.write_bytes(b"x" * 3_000_000)
+    weights = models.resolve_pretrained("resnet50", str(given))
+    assert (weights.name, weights.sha256) == ("mine.pth", hashlib.sha256(b"x" * 3_000_000).hexdigest())
+    with pytest.raises(models.PretrainedNotFoundError, match="absent.pth"):
+        models.resolve_pretrained("resnet50", str(tmp_path / "absent.pth"))
 
 
 def test_missing_weights_file_says_what_to_download(tmp_path) -> None:
