@@ -7,8 +7,10 @@ with identity labels on a *separate* generated population (its own generator see
 clothes and cameras; never the benchmark's). Training is deterministic on one machine (fixed seeds,
 deterministic kernels, no data-loading processes).
 
-The file is cached under ``<data_dir>/pretrained/<arch>-<key>/`` where ``key`` hashes every input
-(:class:`PretrainConfig` and :data:`FORMAT_VERSION`): the same inputs reuse the file (after checking its
+The file is cached under ``<data_dir>/pretrained/<arch>-<key>/`` where ``key`` hashes every input: the
+:class:`PretrainConfig`, :data:`FORMAT_VERSION` and the source of the code that makes the file (this module, the
+generator, the transforms and the models: :data:`RECIPE_SOURCES`), so that a change of the augmentation or of
+the generator never reuses a file made by the old code. The same inputs reuse the file (after checking its
 SHA-256 against the manifest), other inputs train a new one. The weight file is named
 ``<arch>-synthetic-<first 16 hex digits of its SHA-256>.pth`` and holds the backbone's state dict in
 torchvision naming, exactly what ``--pretrained`` loads for an ImageNet file.
@@ -35,12 +37,40 @@ from spal import datasets, models
 from spal.data import TrainAugment, load_images
 from spal.engine.checkpoint import atomic_write_text
 
-__all__ = ["FORMAT_VERSION", "PretrainConfig", "pretrain", "sha256_of", "identity_records"]
+__all__ = [
+    "FORMAT_VERSION",
+    "RECIPE_SOURCES",
+    "PretrainConfig",
+    "identity_records",
+    "pretrain",
+    "recipe_digest",
+    "sha256_of",
+]
 
 log = logging.getLogger(__name__)
 
-#: Bump when the training recipe below changes, so that cached files made by another recipe are not reused.
+#: Bump when the meaning of a setting changes; source changes are caught by :data:`RECIPE_SOURCES` anyway.
 FORMAT_VERSION = 1
+_SPAL = Path(__file__).resolve().parents[1]
+#: The code whose source is part of the cache key (paths inside the ``spal`` package).
+RECIPE_SOURCES: tuple[str, ...] = (
+    "engine/pretrain.py",
+    "datasets/synthetic.py",
+    "data/transforms.py",
+    "models/registry.py",
+    "models/reid.py",
+    "models/resnet.py",
+    "models/norm.py",
+)
+
+
+def recipe_digest() -> str:
+    """SHA-256 over the source of :data:`RECIPE_SOURCES`, in order."""
+    digest = hashlib.sha256()
+    for name in RECIPE_SOURCES:
+        digest.update(name.encode())
+        digest.update((_SPAL / name).read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,9 @@ class PretrainConfig:
 
     def key(self) -> str:
         """16 hex digits that change whenever any input of the file changes."""
-        blob = json.dumps({"format": FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        blob = json.dumps(
+            {"format": FORMAT_VERSION, "recipe": recipe_digest(), **dataclasses.asdict(self)}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod
@@ -229,6 +261,7 @@ def pretrain(cfg: PretrainConfig, data_dir: str | os.PathLike[str], workers: int
         "sha256": digest,
         "config": dataclasses.asdict(cfg),
         "format_version": FORMAT_VERSION,
+        "recipe_sha256": recipe_digest(),
         "num_images": len(paths),
         "num_identities": int(labels.max()) + 1,
         "torch": torch.__version__,

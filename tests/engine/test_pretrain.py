@@ -76,3 +76,12 @@ def test_bad_settings_are_refused() -> None:
         PretrainConfig(epochs=0)
     with pytest.raises(ValueError, match="unknown pretrain settings: colour"):
         PretrainConfig.from_dict({"colour": 1})
+
+
+def test_a_change_of_the_recipe_code_gives_another_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spal.engine import pretrain as module
+
+    before = TINY.key()
+    assert set(module.RECIPE_SOURCES) >= {"data/transforms.py", "datasets/synthetic.py", "engine/pretrain.py"}
+    monkeypatch.setattr(module, "recipe_digest", lambda: "0" * 64)
+    assert TINY.key() != before
