@@ -81,3 +81,18 @@ def test_ci_regression_fails_a_method_that_ignores_its_constraints(tmp_path: Pat
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     assert "FAIL: the labels no longer help" in done.stdout
     assert "CI regression check FAILED" in done.stdout
+
+
+def test_calibration_takes_three_standard_errors_of_the_cut_from_all_seeds() -> None:
+    from harness.regression import calibrate
+
+    full = {1: 50.0, 2: 52.0, 3: 48.0, 4: 51.0, 5: 49.0}  # mean 50, sd 1.5811
+    zero = {1: 45.0, 2: 46.0, 3: 44.0, 4: 46.0, 5: 44.0}  # gains 5, 6, 4, 5, 5: mean 5, sd 0.7071
+    numbers = calibrate(full, zero, cut=[1, 2, 3])
+    width = 3 / 3**0.5
+    assert numbers["full"] == {"mAP": 50.0, "mAP_tolerance": round(width * 1.5811388, 2)}
+    assert numbers["gain"]["min_mAP"] == round(5 - width * 0.7071068, 2)
+    assert numbers["measured"]["gain_mean"] == 5.0 and numbers["measured"]["seeds"] == [1, 2, 3, 4, 5]
+    # A weak, noisy gain never lowers the bar to 0: a method whose labels do nothing still fails.
+    noisy = calibrate(full, {1: 50.0, 2: 48.0, 3: 49.0, 4: 52.0, 5: 47.0}, cut=[1, 2, 3])
+    assert noisy["gain"]["min_mAP"] == 0.5
