@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.datacheck import EXPECTED_TREES, expected_tree_message, missing_paths
+from spal.engine.config import CHOICES
 
 __all__ = ["run_command", "REPO_ROOT"]
 
@@ -60,7 +61,7 @@ def add_run_flags(parser: argparse.ArgumentParser, layouts_help: str) -> None:
 
 def _matrix_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m harness {prog}")
-    parser.add_argument("--dataset", required=True, choices=("market1501", "msmt17", "synthetic"))
+    parser.add_argument("--dataset", required=True, choices=CHOICES["dataset"])
     parser.add_argument(
         "--protocol", help="paper for real data, ci for synthetic unless given (see harness/protocols/)"
     )

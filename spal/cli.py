@@ -79,11 +79,9 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from spal import models
-
     parser.add_argument("-d", "--dataset", choices=CHOICES["dataset"], default="synthetic")
     parser.add_argument(
-        "-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)"
+        "-a", "--arch", choices=CHOICES["arch"], help="backbone (resnet18 is the small CPU one)"
     )
     for flags, kwargs in _TRAIN_FLAGS:
         parser.add_argument(*flags, default=None, **kwargs)

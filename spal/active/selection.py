@@ -33,6 +33,7 @@ import torch
 from spal.active.constraints import ConstraintGraph
 from spal.active.oracle import Oracle
 from spal.clustering.knn import knn_search
+from spal.engine.config import CHOICES
 
 __all__ = [
     "KINDS",
@@ -44,7 +45,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("dus", "positive-only", "negative-only", "random")
+#: The selection strategies (``--selection``), as the configuration lists them.
+STRATEGIES = CHOICES["selection"]
 KINDS = ("positive", "negative")
 KNN_K = 64
 # Entries of a screening block (rows x columns) and of a k-NN result chunk (queries x k) held at once.
