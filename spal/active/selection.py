@@ -522,8 +522,8 @@ def select_support_pairs(
         kinds = {"dus": KINDS, "positive-only": ("positive",), "negative-only": ("negative",)}[strategy]
         candidates = plan_support_pairs(labels_np, features, kinds=kinds, k=k, neighbours=neighbours)
     asked = _ask(candidates, constraints, budget, oracle, on_pair)
-    log.info(
-        "selection (%s): asked %d pairs (%d same, %d different); %d queries left",
+    log.debug(
+        "selection (%s): %d pairs (%d same, %d different); %d queries left",
         strategy,
         len(asked),
         sum(s for _, _, s in asked),

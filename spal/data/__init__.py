@@ -12,6 +12,7 @@ from spal.data.transforms import (
     load_images,
     make_eval_loader,
     normalize,
+    verify_images,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "load_images",
     "make_eval_loader",
     "normalize",
+    "verify_images",
 ]
