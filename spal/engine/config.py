@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spal.active.budget import check_budget
+from spal.active.kinds import STRATEGY_KINDS
 
 __all__ = ["TrainConfig", "CHOICES", "RESUMABLE_KEYS"]
 
@@ -48,8 +49,6 @@ _NUMBERS: dict[str, tuple[type, float, float, bool]] = {
 }
 _BOOLS = ("deterministic", "amp")
 _PATHS = ("data_dir", "logs_dir")
-# --oracle human asks people the support pairs of a strategy; random draws are the ground-truth ablation only.
-_HUMAN_SELECTIONS = ("dus", "positive-only", "negative-only")
 
 
 def _number_problem(key: str, value: Any) -> str | None:
@@ -96,9 +95,10 @@ def _problems(cfg: TrainConfig) -> list[str]:
         problems.append(f"bn_groups {cfg.bn_groups} must divide batch_size {cfg.batch_size}")
     if cfg.k2 > cfg.k1:
         problems.append(f"k2 = {cfg.k2} must not exceed k1 = {cfg.k1}")
-    if cfg.oracle == "human" and cfg.selection not in _HUMAN_SELECTIONS:
+    # People answer the pairs of a strategy that selects by uncertainty; random draws are a ground-truth ablation.
+    if cfg.oracle == "human" and cfg.selection not in STRATEGY_KINDS:
         problems.append(
-            f"oracle human asks the pairs of --selection {', '.join(_HUMAN_SELECTIONS)}, not {cfg.selection!r}"
+            f"oracle human asks the pairs of --selection {', '.join(STRATEGY_KINDS)}, not {cfg.selection!r}"
         )
     return problems
 

@@ -119,3 +119,45 @@ def test_human_select_for_the_training_loop_serves_the_page_in_process(toy: Toy)
         selector.close()
     with pytest.raises(httpx.TransportError):
         httpx.get(selector.url, timeout=2)
+
+
+# Issue 14, case 6: the training run's page link goes to a private file, the log gets the address at INFO.
+def test_the_training_side_keeps_the_token_out_of_the_log(toy: Toy, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import stat
+
+    selector = HumanSelect(toy.logs_dir, timeout=0.1)
+    log = AnnotationLog(toy.logs_dir / "annotations.jsonl")
+    try:
+        with caplog.at_level(logging.INFO, logger="spal"):
+            selector(
+                epoch=0, labels=toy.labels, features=toy.features, constraints=ConstraintGraph(toy.n),
+                budget=Budget(10), log=log, records=toy.records,
+            )  # fmt: skip
+        token = selector.url.split("token=")[1]
+        link = toy.logs_dir / "annotation" / "station-url"
+        assert link.read_text().strip() == selector.url
+        assert stat.S_IMODE(link.stat().st_mode) == 0o600
+        [record] = [r for r in caplog.records if "annotation page" in r.getMessage()]
+        assert record.levelname == "INFO"
+        assert selector.url.split("?")[0] in record.getMessage() and str(link) in record.getMessage()
+        assert token not in caplog.text
+    finally:
+        selector.close()
+
+
+def test_spal_annotate_starts_without_torch_or_faiss(toy: Toy) -> None:
+    probe = (
+        "import sys, threading\n"
+        "from spal.annotation import server\n"
+        "server._ServerThread.start = lambda self, timeout=0: 0\n"  # stop right after the setup
+        "threading.Thread.is_alive = lambda self: False\n"
+        "code = __import__('spal.cli', fromlist=['main']).main(['annotate', '--logs-dir', sys.argv[1]])\n"
+        "loaded = sorted(m for m in ('torch', 'faiss') if m in sys.modules)\n"
+        "print('loaded:', ','.join(loaded) or 'none', code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(toy.logs_dir)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "loaded: none 0"
