@@ -320,8 +320,13 @@ def run_training(
     # The paper pads 10 pixels at 128 wide; smaller CPU images get the same relative shift.
     augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128)))
     if ctx.distributed:
+        # BatchNorm statistics are averaged after each epoch (average_buffers), not synced at every forward. torch
+        # 2.14 names this forward_sync_buffers (broadcast_buffers is deprecated); the one sync it still does at
+        # init copies rank 0's buffers, which every rank already holds (same seed or same checkpoint).
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
+            model,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            forward_sync_buffers=False,
         )
 
     for epoch in range(state.start_epoch, cfg.epochs):

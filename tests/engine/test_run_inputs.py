@@ -154,3 +154,41 @@ def test_a_fresh_run_in_a_used_logs_dir_is_refused(finished_run: Path, data_dir:
     for name in ("checkpoint.pth", "metrics.jsonl", "final.json"):
         (logs / name).unlink()
     assert _train(data_dir, logs, "--epochs", "1").returncode == 2
+
+
+# Issue 14, case 7: what a resumed run says, what evaluate labels, what torchrun prints.
+def test_a_resumed_epoch_says_it_replayed_the_logged_answers(
+    finished_run: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    straight = tmp_path / "straight"
+    assert _train(data_dir, straight, "--epochs", "2").returncode == 0
+    # A run killed in its second epoch after every answer was logged: epoch 0's checkpoint, both epochs' answers.
+    logs = _copy_run(finished_run, tmp_path)
+    shutil.copy(straight / "annotations.jsonl", logs / "annotations.jsonl")
+    done = _train(data_dir, logs, "--resume", "--epochs", "2")
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if "selection (dus)" in x]
+    assert "asked 0 pairs, replayed " in line and " answers from the log" in line
+    assert (logs / "annotations.jsonl").read_text() == (straight / "annotations.jsonl").read_text()
+
+
+def test_evaluate_labels_the_count_as_a_count(finished_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    checkpoint = str(finished_run / "checkpoint.pth")
+    done = _spal("evaluate", "--data-dir", str(data_dir), "--resume", checkpoint, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in done.stdout.splitlines()[2:]}
+    assert rows["num_valid_queries (count)"].isdigit()
+    assert {"mAP (%)", "rank1 (%)"} <= set(rows)
+    assert "value (%)" not in done.stdout
+
+
+def test_torchrun_prints_one_final_line_and_no_warning(data_dir: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spal", "train",
+        *ARGS, "--epochs", "1", "--data-dir", str(data_dir), "--logs-dir", str(tmp_path / "logs"),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=spal_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count("final: ") == 1
+    assert "Warning" not in output and "faiss.loader" not in output
