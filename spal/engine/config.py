@@ -41,11 +41,12 @@ _NUMBERS: dict[str, tuple[type, float, float, bool]] = {
         (int, 1, math.inf, False),
     ),
     **dict.fromkeys(("workers", "seed"), (int, 0, math.inf, False)),
-    **dict.fromkeys(("lr", "gamma", "temperature"), (float, 0, math.inf, True)),
+    **dict.fromkeys(("gamma", "temperature"), (float, 0, math.inf, True)),
     # eps is a radius on the Jaccard distance, which lies in [0, 1].
     "eps": (float, 0, 1, True),
     "momentum": (float, 0, 1, False),
-    **dict.fromkeys(("weight_decay", "margin", "lambda_sp"), (float, 0, math.inf, False)),
+    # lr 0 is allowed: a run that never learns (the harness's check that a broken method is caught).
+    **dict.fromkeys(("lr", "weight_decay", "margin", "lambda_sp"), (float, 0, math.inf, False)),
 }
 _BOOLS = ("deterministic", "amp")
 _PATHS = ("data_dir", "logs_dir")

@@ -24,7 +24,7 @@ from spal.engine.config import CHOICES, TrainConfig
         ({"temperature": 0}, "temperature = 0 must be > 0"),
         ({"momentum": 1.2}, "momentum = 1.2 must be >= 0 and <= 1"),
         ({"momentum": -0.1}, "momentum = -0.1 must be >= 0 and <= 1"),
-        ({"lr": 0}, "lr = 0 must be > 0"),
+        ({"lr": -1e-3}, "lr = -0.001 must be >= 0"),
         ({"k1": 5, "k2": 6}, "k2 = 6 must not exceed k1 = 5"),
         ({"epochs": 2.5}, "epochs = 2.5 must be a whole number"),
         ({"iters": True}, "iters = True must be a whole number"),
