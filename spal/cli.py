@@ -231,8 +231,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from spal.engine.checkpoint import CheckpointError
+
     try:
         cfg = train_config_from_args(args)
+    except CheckpointError as error:
+        log.error("%s", error)
+        return 2
     except ValueError as error:
         log.error("invalid setting: %s", error)
         return 2

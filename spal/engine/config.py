@@ -1,7 +1,9 @@
 """The training configuration: every hyper-parameter of the protocol, named once.
 
-Defaults are the paper's settings (SPEC section 2). Protocol files under ``harness/protocols/`` use exactly these
-keys, and a run's ``config.json`` stores them, so a run can always be traced back to its settings.
+Defaults are the paper's settings (docs/method.md). Protocol files under ``harness/protocols/`` use exactly these
+keys, and a run's ``config.json`` stores them, so a run can always be traced back to its settings. Constructing a
+``TrainConfig`` validates every value (types, ranges, relations): the command line, the protocol files and the
+harness all rely on this one check.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def _problems(cfg: TrainConfig) -> list[str]:
 
 @dataclass
 class TrainConfig:
-    """All settings of one SPAL training run (defaults: the paper's, SPEC section 2)."""
+    """All settings of one SPAL training run (defaults: the paper's, docs/method.md)."""
 
     dataset: str = "market1501"
     synthetic_layout: str = "market1501"
