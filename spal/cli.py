@@ -176,9 +176,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, key, None)
         if value is not None:
             given[key] = value
-    given.setdefault("dataset", "synthetic")
-    values = dict(SYNTHETIC_DEFAULTS) if given["dataset"] == "synthetic" else {}
-    cfg = TrainConfig.from_dict({**values, **given})
+    dataset = given.get("dataset", "synthetic")
+    values = dict(SYNTHETIC_DEFAULTS) if dataset == "synthetic" else {}
+    cfg = TrainConfig.from_dict({**values, "dataset": dataset, **given})
     if args.resume is None:
         return cfg
     from spal.engine.checkpoint import load_checkpoint
@@ -188,7 +188,11 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not source.is_file():
         return cfg
     saved = load_checkpoint(source, mmap=True)["config"]
-    return TrainConfig.from_dict({**{k: v for k, v in saved.items() if k in TrainConfig.keys()}, **given})
+    merged = {**{k: v for k, v in saved.items() if k in TrainConfig.keys()}, **given}
+    if not args.resume:
+        # The run goes on where its checkpoint was found, even if the folder was moved since.
+        merged["logs_dir"] = cfg.logs_dir
+    return TrainConfig.from_dict(merged)
 
 
 def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:

@@ -122,6 +122,15 @@ def test_a_truncated_checkpoint_is_one_error_line(finished_run: Path, data_dir: 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [line] = _error_lines(done)
     assert str(truncated) in line and "truncated or corrupt" in line
+    # The same checkpoint left by a killed run: resuming it is one line too, and writes nothing.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    shutil.copy(truncated, logs / "checkpoint.pth")
+    done = _train(data_dir, logs, "--resume", "--epochs", "2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = _error_lines(done)
+    assert line.split("ERROR spal: ")[1].startswith(f"cannot read checkpoint {logs / 'checkpoint.pth'}")
+    assert sorted(p.name for p in logs.iterdir()) == ["checkpoint.pth"]
 
 
 def test_resume_removes_what_a_killed_save_left(finished_run: Path, data_dir: Path, tmp_path: Path) -> None:
