@@ -227,6 +227,8 @@ def run_command(command: str, argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    # faiss announces which CPU build it loaded, at INFO, on every start: noise here.
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     if command in ("reproduce", "ablation", "sweep"):
         return _run_matrix(command, argv)
     if command == "report":
