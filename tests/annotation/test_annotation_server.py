@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -146,18 +147,29 @@ def test_the_training_side_keeps_the_token_out_of_the_log(toy: Toy, caplog: pyte
         selector.close()
 
 
-def test_spal_annotate_starts_without_torch_or_faiss(toy: Toy) -> None:
-    probe = (
-        "import sys, threading\n"
-        "from spal.annotation import server\n"
-        "server._ServerThread.start = lambda self, timeout=0: 0\n"  # stop right after the setup
-        "threading.Thread.is_alive = lambda self: False\n"
-        "code = __import__('spal.cli', fromlist=['main']).main(['annotate', '--logs-dir', sys.argv[1]])\n"
-        "loaded = sorted(m for m in ('torch', 'faiss') if m in sys.modules)\n"
-        "print('loaded:', ','.join(loaded) or 'none', code)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(toy.logs_dir)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "loaded: none 0"
+def test_spal_annotate_starts_without_torch_or_faiss(toy: Toy, tmp_path: Path) -> None:
+    # -X importtime lists every module the command imports, on stderr (to a file: a pipe nobody reads fills up).
+    imports = tmp_path / "imports.txt"
+    with imports.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "spal", "annotate", "--logs-dir", str(toy.logs_dir),
+             "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            url = re.search(r"http://\S+", process.stdout.readline())
+            assert url, imports.read_text()[-2000:]
+            assert httpx.get(url.group(0)).status_code == 200
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    lines = [line for line in imports.read_text().splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines}
+    assert {"spal", "fastapi", "uvicorn"} <= imported
+    assert not imported & {"torch", "faiss", "torchvision"}
