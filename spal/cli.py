@@ -298,16 +298,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     is_main = os.environ.get("RANK", "0") == "0"
     resume_from = args.resume or None
     try:
-        # A missing weight file is named before anything is read or written.
-        resolve_pretrained(cfg.arch, cfg.pretrained)
-    except PretrainedError as error:
-        if is_main:
-            log.error("%s", error)
-        return 2
-    try:
         data = check_run_inputs(cfg, resume=args.resume is not None, resume_from=resume_from, progress=is_main)
     except (ValueError, ImageLoadError) as error:
         log.error("%s", error)
+        return 2
+    try:
+        # A missing weight file is named (after a missing data set, SPEC 8) before anything is written.
+        resolve_pretrained(cfg.arch, cfg.pretrained)
+    except (PretrainedError, FileNotFoundError) as error:
+        if is_main:
+            log.error("%s", error)
         return 2
     # Only now, with every input checked, does the run write anything.
     _setup_logging(args.verbose, Path(cfg.logs_dir) / "train.log")
