@@ -47,7 +47,7 @@ bench-label:  ## the label phase at MSMT17 and Market-1501 size, figures to resu
 	$(PY) -m harness.bench.label_phase --size market1501
 
 bench: bench-eval bench-label  ## every timing benchmark (+ pytest-benchmark per step, + the training step)
-	$(PY) -m pytest tests/bench --benchmark-enable --benchmark-only \
+	$(PY) -m pytest tests/harness/bench --benchmark-enable --benchmark-only \
 		--benchmark-json results/bench/pytest-benchmark-$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')").json
 	$(PY) -m harness bench
 

@@ -48,7 +48,7 @@ from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_dist
 from spal.clustering.jaccard import half_list_length, ranked_neighbours
 from spal.clustering.knn import torch_knn
 
-__all__ = ["SIZES", "Size", "dense_reference_jaccard", "main", "make_features"]
+__all__ = ["SIZES", "Size", "dense_reference_jaccard", "main", "make_features", "truthful_pairs"]
 
 _T = TypeVar("_T")
 
@@ -310,7 +310,7 @@ def _constrained_part(
         return {"constraints": {"skipped": f"spal.active lacks {', '.join(missing)}"}}
     n = len(pids)
     rng = np.random.default_rng(args.seed + 1)
-    pairs = _truthful_pairs(pids, rng)
+    pairs = truthful_pairs(pids, rng)
     graph = active.ConstraintGraph(n)
 
     def answer_all() -> None:
@@ -341,7 +341,7 @@ def _constrained_part(
     }
 
 
-def _truthful_pairs(pids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def truthful_pairs(pids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(~2n, 2)`` int64 pairs of distinct points: n inside an identity, ~n drawn uniformly.
 
     ``pids`` must be ``0 .. num_ids - 1`` with at least two images each (as :func:`make_features` makes them).

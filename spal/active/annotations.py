@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from spal.atomic import fsync_dir
+
 __all__ = ["AnnotationLog", "KINDS", "read_records", "utc_now"]
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class AnnotationLog:
             handle.flush()
             os.fsync(handle.fileno())
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._valid_bytes += len(line)
         self._records.append(record)
         self._index(record)
@@ -162,15 +164,3 @@ def _validate(record: dict[str, Any]) -> None:
         raise ValueError(f"annotation record kind {record['kind']!r} is not one of {KINDS}")
     if not isinstance(record["time"], str):
         raise ValueError(f"annotation record field 'time' must be an ISO-8601 string, got {record['time']!r}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new file's directory entry durable (no-op where a directory cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

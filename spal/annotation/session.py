@@ -42,6 +42,8 @@ from tqdm import tqdm
 from spal.active.annotations import AnnotationLog, read_records, utc_now
 from spal.active.constraints import ConstraintGraph
 from spal.active.kinds import KINDS, STRATEGY_KINDS
+from spal.atomic import atomic_write_text
+from spal.datasets.base import Record
 
 __all__ = [
     "ANNOTATION_DIR",
@@ -80,7 +82,6 @@ PENDING, ANSWERED, SKIPPED, KNOWN = "pending", "answered", "skipped", "known"
 ANSWER, SKIP, UNDO = "answer", "skip", "undo"
 
 PairKey = tuple[int, int]
-Record = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -280,16 +281,6 @@ def station_lock(files: StationFiles) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_private_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path``, readable and writable by this user only (mode 0600, also when it existed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,7 +467,7 @@ class SelectionSession:
         text = json.dumps(self.queue, sort_keys=True)
         if text != self.written:
             self.queue["updated"] = utc_now()
-            _write_json_atomic(self.files.queue, self.queue)
+            atomic_write_text(self.files.queue, json.dumps(self.queue))
             self.written = text
 
 
@@ -508,7 +499,7 @@ def open_selection(
         )
     files = StationFiles.of(logs_dir)
     base_state = constraints.state_dict()
-    _write_json_atomic(files.graph(epoch), base_state)
+    atomic_write_text(files.graph(epoch), json.dumps(base_state))
     queue = {
         "version": QUEUE_VERSION,
         "epoch": epoch,
