@@ -2,7 +2,7 @@
 
 The server keeps no state of its own beyond short leases: it reads the queue and base graph the training run
 writes under ``<logs_dir>/annotation/`` and appends what annotators do to the station's event log (see
-:mod:`spal.annotation.session`), so it can run inside the training process (:func:`serve`) or as
+(:mod:`spal.annotation.store`), so it can run inside the training process (:func:`serve`) or as
 ``spal annotate --logs-dir DIR`` (:func:`annotate_main`), and a restart loses nothing.
 
 Every route (page, static files, API, images) requires the access token, as the ``token`` query parameter or
@@ -40,7 +40,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 
-from spal.annotation.session import (
+from spal.annotation.store import (
     ANSWER,
     ANSWERED,
     KNOWN,

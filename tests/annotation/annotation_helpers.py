@@ -16,7 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from spal.annotation.session import StationFiles
+from spal.annotation.store import StationFiles
 
 TOKEN = "test-token-0123456789"
 

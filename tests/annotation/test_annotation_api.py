@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from spal.active import Budget, ConstraintGraph
 from spal.annotation import create_app
-from spal.annotation.session import SelectionSession, open_selection, read_events
+from spal.annotation.session import SelectionSession, open_selection
+from spal.annotation.store import read_events
 
 # A chain: once (0, 1) and (1, 2) are answered "same", (0, 2) is known by propagation.
 CHAIN = [(0, 1, "positive"), (1, 2, "positive"), (0, 2, "positive")]

@@ -21,13 +21,13 @@ from spal.active import (
     select_support_pairs,
 )
 from spal.annotation import create_app, human_select, make_human_select
-from spal.annotation.session import (
+from spal.annotation.session import open_selection
+from spal.annotation.store import (
     EpochState,
     StationFiles,
     append_event,
     epoch_view,
     last_action,
-    open_selection,
     pair_key,
     parse_pair_id,
     read_events,

@@ -20,7 +20,8 @@ from annotation_helpers import Background, Toy, queue_pair
 
 from spal.active import AnnotationLog, Budget, ConstraintGraph, GroundTruthOracle, select_support_pairs
 from spal.annotation import human_select, serve
-from spal.annotation.session import open_selection, read_events
+from spal.annotation.session import open_selection
+from spal.annotation.store import read_events
 
 pytestmark = pytest.mark.browser
 
