@@ -29,6 +29,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.bench.headlines import HEADLINE_COLUMNS, headline_of
 from harness.compare import (
     NA_PAPER,
     PAPER_BN_BATCH,
@@ -184,6 +185,8 @@ def _load_bench(results: Path, problems: list[str]) -> list[tuple[str, list[dict
         if isinstance(data, list):
             records = [_flatten(item) for item in data if isinstance(item, dict)]
         elif isinstance(data, dict):
+            # The benchmark's headline is the Benchmarks table itself; the details list what it measured.
+            data = {k: v for k, v in data.items() if k != "headline"}
             nested = {
                 k: v
                 for k, v in data.items()
@@ -760,63 +763,6 @@ def _training_section(inputs: _Inputs) -> list[str]:
     return lines
 
 
-def _dig(data: Mapping[str, Any], *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping) or key not in data:
-            return None
-        data = data[key]
-    return data
-
-
-def bench_headlines(name: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The figures a reader looks for in one ``results/bench`` file: what was measured, against which baseline
-    measured in the same run, the ratio, peak memory, the machine. Unknown layouts give no headline."""
-    machine = _dig(data, "machine", "gpu") or _dig(data, "machine", "cpu_model") or _dig(data, "machine", "cpu")
-    commit = _dig(data, "provenance", "git_commit") or data.get("git_commit")
-    base = {"file": name, "machine": machine, "commit": (commit or "")[:7]}
-    if name.startswith("evaluation-"):
-        wall = _dig(data, "timing", "wall_s")
-        baseline = _dig(data, "baseline", "naive_full_sort_extrapolated_s")
-        peak = _dig(data, "memory", "peak_rss_during_evaluate_mb") or _dig(data, "memory", "process_peak_rss_mb")
-        return [{**base, "what": f"evaluate ({data.get('size')}, {data.get('device')})", "measured": f"{wall:.1f} s",
-                 "baseline (same run)": f"full sort of every row: {baseline:.1f} s",
-                 "ratio": f"{baseline / wall:.2f}x faster", "peak memory": f"{peak:.0f} MB"}]
-    if name.startswith("label-phase-"):
-        timing = data.get("timing", {})
-        row = {**base, "what": f"label phase ({data.get('size')}, {data.get('device')})",
-               "measured": f"{timing.get('label_phase_s', float('nan')):.1f} s",
-               "baseline (same run)": f"bare faiss k-NN (k = k1): {timing.get('knn_baseline_s', float('nan')):.1f} s",
-               "ratio": f"{timing.get('label_phase_over_knn', float('nan')):.2f}x the k-NN",
-               "peak memory": f"{_dig(data, 'memory', 'label_phase_process_peak_rss_mb') or float('nan'):.0f} MB"}
-        rows = [row]
-        dense = data.get("dense_reference")
-        if isinstance(dense, Mapping) and dense.get("dense_reference_s"):
-            rows.append({**base, "what": f"Jaccard distance ({data.get('size')}, {data.get('device')})",
-                         "measured": f"{dense['jaccard_s']:.1f} s",
-                         "baseline (same run)": f"dense reference: {dense['dense_reference_s']:.1f} s",
-                         "ratio": f"{dense['dense_over_jaccard']:.2f}x faster",
-                         "peak memory": f"dense: {dense.get('dense_reference_peak_rss_mb') or float('nan'):.0f} MB"})
-        return rows
-    if name.startswith("train-step-"):
-        peak = (f"{data['peak_gpu_memory_gib']} GiB GPU" if data.get("peak_gpu_memory_gib") is not None
-                else f"{data.get('peak_rss_mib') or float('nan'):.0f} MB")
-        flops = f", {data['train_tflops_per_s']} TFLOP/s" if data.get("train_tflops_per_s") else ""
-        return [{**base, "what": f"training step ({data.get('arch')}, {'x'.join(map(str, data.get('input', [])))}, "
-                 f"batch {data.get('batch_size')}, bn_groups {data.get('bn_groups')})",
-                 "measured": f"{data.get('train_images_per_s')} img/s{flops}",
-                 "baseline (same run)": f"extraction: {data.get('extract_images_per_s')} img/s",
-                 "ratio": f"{data.get('ratio_train_to_extract_time_per_image')}x the time per image",
-                 "peak memory": peak}]
-    if name.startswith("pytest-benchmark") and isinstance(data.get("benchmarks"), list):
-        info = data.get("machine_info", {})
-        machine = _dig(info, "cpu", "brand_raw") or info.get("processor")
-        commit = _dig(data, "commit_info", "id") or ""
-        return [{"file": name, "machine": machine, "commit": commit[:7], "what": b.get("name"),
-                 "measured": f"{_dig(b, 'stats', 'mean'):.4f} s (mean of {_dig(b, 'stats', 'rounds')})",
-                 "baseline (same run)": "", "ratio": "", "peak memory": ""} for b in data["benchmarks"]]
-    return []
-
-
 def _bench_section(inputs: _Inputs) -> list[str]:
     lines = ["## Benchmarks", ""]
     if not inputs.bench:
@@ -825,12 +771,12 @@ def _bench_section(inputs: _Inputs) -> list[str]:
     skipped: list[str] = []
     for name, _, _ in inputs.bench:
         try:
-            headlines += bench_headlines(name, json.loads((inputs.results / "bench" / name).read_text()))
+            headlines += headline_of(name, json.loads((inputs.results / "bench" / name).read_text()))
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            # A file of another layout than bench_headlines knows: say so, and keep its full record below.
+            # A file without its headline that lacks a figure its benchmark writes: say so, keep its record below.
             skipped.append(f"- `results/bench/{name}`: no headline ({type(err).__name__}: {err})")
     if headlines:
-        columns = ["what", "measured", "baseline (same run)", "ratio", "peak memory", "machine", "commit", "file"]
+        columns = list(HEADLINE_COLUMNS)
         lines += ["Each figure with the baseline measured in the same run (see the file for the full record).", ""]
         lines += [_md_table(columns, [[_bench_cell(h.get(c)) for c in columns] for h in headlines]), ""]
     if skipped:

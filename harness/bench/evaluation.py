@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss, write_record
+from harness.bench.headlines import evaluation_headline
 from spal.evaluation import evaluate
 
 __all__ = ["main"]
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provenance": provenance(),
         "notes": f"{args.notes.strip()} {load_note(load_before, os.getloadavg())}".strip(),
     }
-    path = write_record(f"evaluation-{args.size}-{args.device}", result, args.out)
+    path = write_record(f"evaluation-{args.size}-{args.device}", result, evaluation_headline, args.out)
     sys.stdout.write(
         f"evaluate {args.size} on {args.device}: {seconds['wall_s']:.1f} s, "
         f"peak RSS {memory['peak_rss_during_evaluate_mb'] or memory['process_peak_rss_mb']:.0f} MB, "

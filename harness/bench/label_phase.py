@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 
 from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss, write_record
+from harness.bench.headlines import label_phase_headline
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.clustering.jaccard import half_list_length, ranked_neighbours
 from spal.clustering.knn import torch_knn
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "notes": _notes(args.notes, load_before, result.get("constraints")),
         }
     )
-    path = write_record(f"label-phase-{args.size}-{args.device}", result, args.out)
+    path = write_record(f"label-phase-{args.size}-{args.device}", result, label_phase_headline, args.out)
     sys.stdout.write(
         f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
         f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from harness.bench.common import load_note, machine, proc_status_mb, provenance, write_record
+from harness.bench.headlines import train_step_headline
 from spal import models
 from spal.data import TrainAugment, normalize
 from spal.distributed import DistContext
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provenance": provenance(),
         "notes": load_note(load_before, os.getloadavg()),
     }
-    path = write_record(f"train-step-{arch}-{device.type}", record, args.out)
+    path = write_record(f"train-step-{arch}-{device.type}", record, train_step_headline, args.out)
     sys.stdout.write(f"train {train_ips:.1f} img/s, extract {extract_ips:.1f} img/s -> {path}\n")
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harness.bench.headlines import headline_of
 from harness.compare import (
     Summary,
     comparison_records,
@@ -366,21 +367,31 @@ def test_runs_section_names_commit_and_unreadable_files(results: Path) -> None:
 
 
 def test_bench_headlines_state_each_figure_with_its_same_run_baseline() -> None:
-    from harness.report import bench_headlines
-
+    # Files written before the benchmarks wrote their headline get the one their benchmark writes now.
     evaluation = {"size": "msmt17", "device": "cpu", "timing": {"wall_s": 20.0},
                   "baseline": {"naive_full_sort_extrapolated_s": 100.0}, "memory": {"process_peak_rss_mb": 1500.0},
                   "machine": {"cpu_model": "CPU X"}, "provenance": {"git_commit": "abcdef1234"}}
-    [row] = bench_headlines("evaluation-msmt17-cpu.json", evaluation)
+    [row] = headline_of("evaluation-msmt17-cpu.json", evaluation)
     assert row["measured"] == "20.0 s" and row["ratio"] == "5.00x faster" and row["peak memory"] == "1500 MB"
     assert row["machine"] == "CPU X" and row["commit"] == "abcdef1"
     label = {"size": "market1501", "device": "cpu",
              "timing": {"label_phase_s": 6.0, "knn_baseline_s": 4.0, "label_phase_over_knn": 1.5},
              "memory": {"label_phase_process_peak_rss_mb": 1000.0},
              "dense_reference": {"dense_reference_s": 20.0, "jaccard_s": 5.0, "dense_over_jaccard": 4.0}}
-    rows = bench_headlines("label-phase-market1501-cpu.json", label)
+    rows = headline_of("label-phase-market1501-cpu.json", label)
     assert [r["ratio"] for r in rows] == ["1.50x the k-NN", "4.00x faster"]
-    assert bench_headlines("something-else.json", {"x": 1}) == []
+    assert headline_of("something-else.json", {"x": 1}) == []
+    written = [{"what": "a step", "measured": "1.0 s"}]
+    assert headline_of("evaluation-msmt17-cpu.json", {**evaluation, "headline": written}) == written
+
+
+def test_the_benchmarks_table_shows_the_headline_a_file_holds(results: Path) -> None:
+    headline = {"what": "a new benchmark", "measured": "2.0 s", "baseline (same run)": "x: 4.0 s", "ratio": "2x"}
+    (results / "bench" / "new-bench.json").write_text(json.dumps({"timing": {"s": 2.0}, "headline": [headline]}))
+    bench = _section(build_report(results), "## Benchmarks")
+    assert "| a new benchmark " in bench and "| x: 4.0 s " in bench
+    details = bench[bench.index("results/bench/new-bench.json") :]
+    assert "timing.s" in details and "a new benchmark" not in details  # the headline is not repeated below
 
 
 # ------------------------------------------------------------------------------- run sets and pairing
