@@ -74,11 +74,6 @@ class ConstraintGraph:
         self._ids_cache: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ queries
-    @property
-    def num_answers(self) -> int:
-        """Number of accepted answers (refused ones are in :attr:`contradictions`)."""
-        return len(self._answers)
-
     def relation(self, a: int, b: int) -> int:
         """``1`` same, ``-1`` different, ``0`` unknown; propagation included unless it is switched off.
 

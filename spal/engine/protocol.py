@@ -251,8 +251,8 @@ def run_training(
     if ctx.is_main:
         data.log_summary()
     n = len(data.train)
-    pids = np.array([r[1] for r in data.train], dtype=np.int64)
-    camids = np.array([r[2] for r in data.train], dtype=np.int64)
+    pids = data.pids("train")
+    camids = data.camids("train")
 
     # The weights before anything is decoded or trained (SPEC 3.8: never a silent random initialisation); a file
     # that does not fit the backbone fails here too.
