@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from harness.bench.headlines import HEADLINE_COLUMNS, headline_of
 from harness.compare import (
     NA_PAPER,
@@ -65,6 +63,7 @@ from harness.compare import (
 )
 from harness.environment import tracked_files
 from harness.plots import plot_cost_curve, plot_training_curves
+from harness.tables import render_rows
 
 __all__ = ["build_report", "main", "write_report"]
 
@@ -102,17 +101,8 @@ class _Inputs:
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; cells are shown verbatim (no number parsing), pipes escaped."""
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    return tabulate(
-        [[cell(v) for v in row] for row in rows],
-        headers=[cell(h) for h in headers],
-        tablefmt="github",
-        disable_numparse=True,
-    )
+    """A GitHub Markdown table (see :func:`harness.tables.render_rows`)."""
+    return render_rows(headers, rows, "github")
 
 
 def _dataset_name(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> str:
