@@ -32,8 +32,9 @@ test-browser:  ## install Chromium + Playwright's client when missing, then run 
 	@$(PY) -c "import playwright" 2>/dev/null || .venv/bin/pip install -q playwright
 	SPAL_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser tests/annotation
 
-lint:  ## ruff over the code and hadolint over the Dockerfile
+lint:  ## ruff (lint and format check) over the code and hadolint over the Dockerfile
 	.venv/bin/ruff check spal harness tests
+	.venv/bin/ruff format --check spal harness tests
 	.venv/bin/hadolint --failure-threshold error Dockerfile
 
 lint-docker:  ## hadolint at error level

@@ -642,9 +642,7 @@ def cost_records(
                 "queries_mean": queries,
                 "queries_std": stats["queries_spent"].std,
                 "share_of_2n": queries / (2 * n) if queries is not None and n else None,
-                "share_of_pairs": queries / (n * (n - 1) / 2)
-                if queries is not None and n and n > 1
-                else None,
+                "share_of_pairs": queries / (n * (n - 1) / 2) if queries is not None and n and n > 1 else None,
                 "pairs_known_mean": stats["pairs_known"].mean,
                 "paper_queries": paper,
                 "paper_reference": paper_label,
@@ -675,9 +673,7 @@ def ablation_records(
     rows (with ``n_runs`` 0 where no run exists).
     """
     selected = {
-        k: v
-        for k, v in groups.items()
-        if k.dataset == dataset and k.layout == layout and "budget=" not in k.variant
+        k: v for k, v in groups.items() if k.dataset == dataset and k.layout == layout and "budget=" not in k.variant
     }
     records = []
     paper_table = tables.get("spal_ablation") if dataset in REAL_DATASETS else None
@@ -689,9 +685,7 @@ def ablation_records(
         variants = [k for k in selected if (k.protocol, k.version, k.arch) == (protocol, version, arch)]
         names = [k.variant for k in variants]
         if paper_table is not None:
-            names += [
-                r["variant"] for r in _paper_ablation_rows(paper_table, arch) if r["variant"] not in names
-            ]
+            names += [r["variant"] for r in _paper_ablation_rows(paper_table, arch) if r["variant"] not in names]
         names.sort(key=lambda v: (v != "full", v))
         full_runs = selected.get(GroupKey(dataset, layout, protocol, version, "full", arch), [])
         for name in names:
@@ -875,9 +869,7 @@ def cost_curve_points(
     is ``{"budget", "queries": Summary, "mAP": Summary, "rank1": Summary, "run_ids"}``.
     """
     selected = {
-        k: v
-        for k, v in groups.items()
-        if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
+        k: v for k, v in groups.items() if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
     }
     protocols = {k.protocol for k in selected}
     lines: dict[str, list[dict[str, Any]]] = {}
@@ -942,8 +934,10 @@ REPRODUCED_COLUMNS = [
     Column("variant", lambda r: r["variant"]),
     Column("arch", lambda r: str(r["arch"])),
     Column("seeds", lambda r: str(r["n_runs"])),
-    *(Column(label, _summary(m)) for m, label in (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"),
-                                                  ("rank10", "Rank-10"))),  # fmt: skip
+    *(
+        Column(label, _summary(m))
+        for m, label in (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"))
+    ),  # fmt: skip
     Column("queries", _summary("queries_spent", integer=True)),
 ]
 

@@ -103,9 +103,7 @@ def connect() -> Any:
     try:
         import docker
     except ImportError as error:
-        raise DockerUnavailable(
-            "the Docker SDK for Python is not installed (pip install -e '.[docker]')"
-        ) from error
+        raise DockerUnavailable("the Docker SDK for Python is not installed (pip install -e '.[docker]')") from error
     try:
         client = docker.from_env()
         client.ping()

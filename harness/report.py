@@ -178,9 +178,7 @@ def _load_bench(results: Path, problems: list[str]) -> list[tuple[str, list[dict
             # The benchmark's headline is the Benchmarks table itself; the details list what it measured.
             data = {k: v for k, v in data.items() if k != "headline"}
             nested = {
-                k: v
-                for k, v in data.items()
-                if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
+                k: v for k, v in data.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
             }
             if nested:
                 meta = _flatten({k: v for k, v in data.items() if k not in nested})
@@ -457,8 +455,7 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
     lines = [
         "## Runs on synthetic data (never compared with the paper)",
         "",
-        "Generated images check that the pipeline works end to end; their numbers say nothing about the "
-        "paper's.",
+        "Generated images check that the pipeline works end to end; their numbers say nothing about the paper's.",
         "",
     ]
     groups = {k: v for k, v in inputs.groups.items() if k.dataset not in REAL_DATASETS}
@@ -490,8 +487,19 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
 def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
     records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
     real = dataset in REAL_DATASETS
-    headers = ["protocol", "variant", "n (seeds)", "queries spent", "mAP", "Δ mAP vs full [95 % interval]",
-               "p (mAP)", "Rank-1", "Δ Rank-1 vs full [95 % interval]", "p (Rank-1)", "verdict (mAP)"]
+    headers = [
+        "protocol",
+        "variant",
+        "n (seeds)",
+        "queries spent",
+        "mAP",
+        "Δ mAP vs full [95 % interval]",
+        "p (mAP)",
+        "Rank-1",
+        "Δ Rank-1 vs full [95 % interval]",
+        "p (Rank-1)",
+        "verdict (mAP)",
+    ]
     if real:
         headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]
     headers.append("runs")
@@ -632,8 +640,7 @@ def _paired_section(inputs: _Inputs) -> list[str]:
         if body:
             lines += [_md_table(headers, body), ""]
         lines += [
-            f"- {_protocol_cell(r['protocol'], r['version'])} / {r['arch'] or 'n/a'}: {r['comparison']}: "
-            f"{r['note']}."
+            f"- {_protocol_cell(r['protocol'], r['version'])} / {r['arch'] or 'n/a'}: {r['comparison']}: {r['note']}."
             for r in mine
             if r["metric"] is None
         ]
@@ -665,9 +672,7 @@ def _curve_inputs(
 
 def _curve_keys(inputs: _Inputs) -> list[tuple[str, str | None]]:
     """The data sets with a cost curve: both real ones always, generated layouts with runs."""
-    return [(d, None) for d in REAL_DATASETS] + [
-        ("synthetic", layout) for layout in _synthetic_layouts(inputs)
-    ]
+    return [(d, None) for d in REAL_DATASETS] + [("synthetic", layout) for layout in _synthetic_layouts(inputs)]
 
 
 def _cost_curve_section(inputs: _Inputs) -> list[str]:
@@ -872,11 +877,7 @@ def _runs_section(inputs: _Inputs) -> list[str]:
                 status = "complete"
             else:
                 epochs = [m.get("epoch") for m in run.metrics if m.get("epoch") is not None]
-                status = (
-                    f"incomplete (last epoch logged: {max(epochs)})"
-                    if epochs
-                    else "incomplete (no epoch logged)"
-                )
+                status = f"incomplete (last epoch logged: {max(epochs)})" if epochs else "incomplete (no epoch logged)"
             bn_batch, bn_text = _run_bn_batch(run)
             world = run.set_key.world_size
             body.append(

@@ -68,9 +68,7 @@ def read_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], in
                     f"{path}, line {line_number}: not a JSON record ({error}); the annotation log is "
                     "damaged: repair or remove that line"
                 ) from error
-            log.warning(
-                "%s: ignoring a truncated last line (%d bytes), left by an interrupted write", path, len(line)
-            )
+            log.warning("%s: ignoring a truncated last line (%d bytes), left by an interrupted write", path, len(line))
             return records, start
         records.append(record)
         start = end + 1 if complete else len(data)

@@ -246,9 +246,7 @@ class ConstraintGraph:
 
     def _refuse(self, a: int, b: int, same: bool, why: str) -> None:
         self.contradictions.append((a, b, same))
-        log.warning(
-            "contradictory answer (%d, %d, same=%s) refused: %s; the earlier answers stand", a, b, same, why
-        )
+        log.warning("contradictory answer (%d, %d, same=%s) refused: %s; the earlier answers stand", a, b, same, why)
 
     def _record(self, a: int, b: int, same: bool) -> None:
         self._answers.append((a, b, same))

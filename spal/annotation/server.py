@@ -120,9 +120,7 @@ class _Station:
         base_key = (queue["epoch"], queue["budget_start"], file_stamp(self.files.graph(queue["epoch"])))
         events_stamp = file_stamp(self.files.events)
         if self._state is None or self._stamps is None or self._stamps[0] != base_key:
-            self._state = EpochState(
-                read_base_state(self.files, queue["epoch"]), queue["epoch"], queue["budget_start"]
-            )
+            self._state = EpochState(read_base_state(self.files, queue["epoch"]), queue["epoch"], queue["budget_start"])
             self._leases.clear()
             self._stamps = (base_key, None)
         if self._stamps[1] != events_stamp or events_stamp is None:
@@ -505,9 +503,7 @@ class _ServerThread:
     """A uvicorn server running ``app`` in a daemon thread."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="spal-annotation-server", daemon=True)
         self.host = host

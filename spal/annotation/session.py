@@ -143,9 +143,7 @@ class SelectionSession:
             self.queue["status"] = "closed"
             self._write()
 
-    def commit(
-        self, constraints: ConstraintGraph, budget: Any, log: AnnotationLog
-    ) -> list[tuple[int, int, bool]]:
+    def commit(self, constraints: ConstraintGraph, budget: Any, log: AnnotationLog) -> list[tuple[int, int, bool]]:
         """Apply the epoch's answers to the caller's graph and budget; append the new ones to the run's log.
 
         Call after :meth:`close`. Returns the applied answers ``(a, b, same)`` in order.

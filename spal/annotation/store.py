@@ -175,9 +175,7 @@ class EpochView:
 def _actions(events: Sequence[dict[str, Any]], epoch: int) -> list[dict[str, Any]]:
     undone = {r.get("target") for r in events if event_type(r) == UNDO}
     return [
-        r
-        for r in events
-        if r.get("epoch") == epoch and event_type(r) in (ANSWER, SKIP) and r.get("id") not in undone
+        r for r in events if r.get("epoch") == epoch and event_type(r) in (ANSWER, SKIP) and r.get("id") not in undone
     ]
 
 

@@ -63,15 +63,11 @@ def test_market_train_and_test_identities_are_disjoint(trees: dict) -> None:
 
 
 @pytest.mark.parametrize("layout", list(LAYOUT_DIRS))
-def test_same_arguments_give_byte_identical_files_wherever_written(
-    trees: dict, layout: str, tmp_path: Path
-) -> None:
+def test_same_arguments_give_byte_identical_files_wherever_written(trees: dict, layout: str, tmp_path: Path) -> None:
     first, second = (file_bytes(dataset_folder(root, layout)) for root in trees[layout])
     assert len(first) > 2 * TINY["num_ids"]
     assert first == second
-    other_seed = file_bytes(
-        dataset_folder(synthetic.generate(tmp_path, layout, **{**TINY, "seed": 1}), layout)
-    )
+    other_seed = file_bytes(dataset_folder(synthetic.generate(tmp_path, layout, **{**TINY, "seed": 1}), layout))
     assert other_seed != first
 
 
@@ -134,9 +130,7 @@ def pixel_features(data: ReIDDataset) -> tuple[np.ndarray, np.ndarray, np.ndarra
         for path, pid, cam in data.query + data.gallery
         if not (data.name == "market1501" and pid == 0)
     ]
-    x = np.stack(
-        [np.asarray(Image.open(p).resize((4, 8), Image.Resampling.BOX), float).ravel() for p, _, _ in records]
-    )
+    x = np.stack([np.asarray(Image.open(p).resize((4, 8), Image.Resampling.BOX), float).ravel() for p, _, _ in records])
     x -= x.mean(axis=1, keepdims=True)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, np.array([pid for _, pid, _ in records]), np.array([cam for _, _, cam in records])
