@@ -190,7 +190,7 @@ def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
     from tabulate import tabulate
 
-    from harness.cli import add_run_flags
+    from harness.flags import add_run_flags
     from harness.matrix import build_cells, parse_override, run_matrix
 
     parser = argparse.ArgumentParser(

@@ -74,9 +74,25 @@ def test_ci_regression_fails_a_method_that_ignores_its_constraints(tmp_path: Pat
     }
     data_dir = os.environ.get("DATA_DIR", str(ROOT / "data"))
     done = subprocess.run(
-        [sys.executable, "-m", "harness", "ci-regression", "--baseline", str(path), "--data-dir", data_dir,
-         "--override", "clustering=plain", "--override", "lambda_sp=0"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "ci-regression",
+            "--baseline",
+            str(path),
+            "--data-dir",
+            data_dir,
+            "--override",
+            "clustering=plain",
+            "--override",
+            "lambda_sp=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
     )
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     assert "FAIL: the labels no longer help" in done.stdout
