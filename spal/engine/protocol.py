@@ -232,9 +232,7 @@ def run_training(
     bn_groups = models.resolve_bn_groups(cfg.batch_size, ctx.world_size, cfg.bn_groups)
     bn_batch = cfg.batch_size // (ctx.world_size * bn_groups)
     if ctx.is_main:
-        log.info(
-            "BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size
-        )
+        log.info("BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size)
     if data is None:
         data = check_run_inputs(cfg, resume=resume, resume_from=resume_from, progress=ctx.is_main)
     logs_dir = Path(cfg.logs_dir)
@@ -421,9 +419,7 @@ def run_training(
             _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
         barrier(ctx)
 
-    return _finish(
-        cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout
-    )
+    return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout)
 
 
 def _finish(
@@ -464,9 +460,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def cluster(
-    distances, graph: ConstraintGraph, *, clustering: str, eps: float, min_samples: int
-) -> np.ndarray:
+def cluster(distances, graph: ConstraintGraph, *, clustering: str, eps: float, min_samples: int) -> np.ndarray:
     """DBSCAN labels ``(n,)`` of the sparse Jaccard distances: ``constrained`` uses the graph's must-links and
     cannot-links (SPEC 3.2), ``plain`` ignores them (the ablation; the constraints still reach the loss)."""
     use_constraints = clustering == "constrained" and graph.has_constraints()
@@ -495,9 +489,7 @@ def _label_phase(
         distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2, neighbours=neighbours)
     times["distance"] = timer.seconds
     with _Timer(device) as timer:
-        labels = cluster(
-            distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples
-        )
+        labels = cluster(distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples)
     times["cluster"] = timer.seconds
     stats = cluster_statistics(labels, pids)
     num_clusters = int(stats["num_clusters"])
