@@ -12,8 +12,9 @@ The file is cached under ``<data_dir>/pretrained/<arch>-<key>/`` where ``key`` h
 generator, the transforms and the models: :data:`RECIPE_SOURCES`), so that a change of the augmentation or of
 the generator never reuses a file made by the old code. The same inputs reuse the file (after checking its
 SHA-256 against the manifest), other inputs train a new one. The weight file is named
-``<arch>-synthetic-<first 16 hex digits of its SHA-256>.pth`` and holds the backbone's state dict in
-torchvision naming, exactly what ``--pretrained`` loads for an ImageNet file.
+``<arch>-synthetic-<first 16 hex digits of the weights' SHA-256>.pth`` (:func:`weights_digest`: over the
+tensors, since ``torch.save`` puts a random id into every file) and holds the backbone's state dict in torchvision
+naming, exactly what ``--pretrained`` loads for an ImageNet file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ __all__ = [
     "pretrain",
     "recipe_digest",
     "sha256_of",
+    "weights_digest",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,20 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over a state dict's names, dtypes, shapes and values (in name order).
+
+    Unlike the file's digest it does not change from one ``torch.save`` to the next (which stores a random
+    serialization id), so equal weights always get the same name.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -224,7 +241,8 @@ def pretrain(cfg: PretrainConfig, data_dir: str | os.PathLike[str], workers: int
 
     Returns:
         The weight file's path, ``<data_dir>/pretrained/<arch>-<key>/<arch>-synthetic-<sha16>.pth``; its
-        ``manifest.json`` beside it records the inputs, the full SHA-256, torch's version and the images used.
+        ``manifest.json`` beside it records the inputs, the file's and the weights' SHA-256, torch's version and
+        the images used.
     """
     folder = Path(data_dir).resolve() / "pretrained" / f"{cfg.arch}-{cfg.key()}"
     found = _cached(folder)
@@ -249,14 +267,17 @@ def pretrain(cfg: PretrainConfig, data_dir: str | os.PathLike[str], workers: int
     finally:
         torch.use_deterministic_algorithms(previous)
     folder.mkdir(parents=True, exist_ok=True)
+    state = trunk.state_dict()
+    content = weights_digest(state)
     staging = folder / f".weights-{os.getpid()}.tmp"
-    torch.save(trunk.state_dict(), staging)
-    digest = sha256_of(staging)
-    weights = folder / f"{cfg.arch}-synthetic-{digest[:16]}.pth"
+    torch.save(state, staging)
+    weights = folder / f"{cfg.arch}-synthetic-{content[:16]}.pth"
     os.replace(staging, weights)
     manifest = {
         "file": weights.name,
-        "sha256": digest,
+        # The file's bytes (torch.save adds a random id to every file) and, in the name, the weights' own digest.
+        "sha256": sha256_of(weights),
+        "weights_sha256": content,
         "config": dataclasses.asdict(cfg),
         "format_version": FORMAT_VERSION,
         "recipe_sha256": recipe_digest(),
@@ -266,5 +287,5 @@ def pretrain(cfg: PretrainConfig, data_dir: str | os.PathLike[str], workers: int
     }
     # Written last: a manifest names only a complete file.
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    log.info("wrote the pretrained backbone %s (sha256 %s)", weights, digest)
+    log.info("wrote the pretrained backbone %s (weights sha256 %s)", weights, content)
     return weights
