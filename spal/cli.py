@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spal.engine.config import CHOICES, TrainConfig
+from spal.engine.config import CHOICES, PRECISIONS, TrainConfig
 
 __all__ = ["main", "build_parser", "train_config_from_args", "SYNTHETIC_DEFAULTS"]
 
@@ -133,7 +133,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="deterministic kernels (two CPU runs give identical numbers)",
     )
-    parser.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CUDA")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="bf16 autocast or plain fp32 for training and evaluation (default: bf16 on CUDA, fp32 on the CPU; "
+        "the paper trained in fp32)",
+    )
     parser.add_argument("--config", help="JSON file of TrainConfig settings (flags override it)")
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from spal import models
-from spal.engine.config import TrainConfig
+from spal.engine.config import PRECISIONS, TrainConfig
 
 __all__ = [
     "PROTOCOL_DIR",
@@ -82,7 +82,7 @@ _POSITIVE_INTS = (
 _NON_NEGATIVE_INTS = ("workers", "seed")
 _POSITIVE_FLOATS = ("lr", "gamma", "eps", "temperature")
 _NON_NEGATIVE_FLOATS = ("weight_decay", "margin", "lambda_sp")
-_BOOLS = ("deterministic", "amp")
+_BOOLS = ("deterministic",)
 _PATHS = ("data_dir", "logs_dir")
 
 # A budget is a query count or a multiple of n (the number of training images), e.g. "2n" or "0.25n".
@@ -140,6 +140,9 @@ def _check_value(key: str, value: Any, where: str) -> None:
     elif key in _NON_NEGATIVE_FLOATS:
         if not (_is_number(value) and value >= 0):
             problem = "must be a number >= 0"
+    elif key == "precision":
+        if not (value is None or value in PRECISIONS):
+            problem = f"must be null (bf16 on CUDA, fp32 on the CPU) or one of {', '.join(PRECISIONS)}"
     elif key == "annotation_timeout":
         if not (value is None or (_is_number(value) and value > 0)):
             problem = "must be null (wait forever) or a number of seconds > 0"

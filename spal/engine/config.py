@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "CHOICES"]
+__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "resolve_precision"]
 
 _BUDGET = re.compile(r"^\s*(\d+|\d*\.?\d+\s*\*?\s*n|n)\s*$")
 
@@ -24,6 +24,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "oracle": ("ground-truth", "human"),
     "device": ("auto", "cpu", "cuda"),
 }
+
+#: Training and evaluation precisions: bf16 autocast (the model's matmuls and convolutions in bfloat16; losses,
+#: memory and ranking stay float32) or plain float32 (the paper's: the authors' script has no mixed precision).
+PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
+
+
+def resolve_precision(precision: str | None, device_type: str) -> str:
+    """The precision a run uses: ``precision`` when given, else bf16 on CUDA and fp32 on any other device."""
+    if precision is not None:
+        return precision
+    return "bf16" if device_type == "cuda" else "fp32"
 
 
 @dataclass
@@ -67,7 +78,8 @@ class TrainConfig:
     oracle: str = "ground-truth"
     annotation_timeout: float | None = None
     device: str = "auto"
-    amp: bool = False
+    # None: bf16 on CUDA, fp32 on the CPU (resolve_precision); "fp32" is the paper's precision.
+    precision: str | None = None
     synthetic: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -80,6 +92,8 @@ class TrainConfig:
             value = getattr(self, key)
             if value not in allowed:
                 raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)} (or None: automatic)")
         if self.batch_size % self.num_instances:
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances}"
