@@ -628,3 +628,30 @@ def test_report_runs_on_the_committed_results(tmp_path: Path) -> None:
     assert main(["--results", str(copy)]) == 0
     report = (copy / "REPORT.md").read_text()
     assert "## Run sets" in report and "## Paired comparisons" in report
+
+
+def test_gpu_section_states_device_phases_and_the_goals_from_a_record(tmp_path: Path) -> None:
+    from harness.report import bench_headlines, gpu_protocol_section
+
+    record = {
+        "device": "NVIDIA H200", "torch": "2.14.1", "git_commit": "0123456789abcdef", "epochs_timed": 2,
+        "per_epoch": [
+            {"epoch": 0, "label_phase_s": 2.5, "train_s": 9.0, "evaluation_s": 0.0, "checkpoint_s": 0.2},
+            {"epoch": 1, "label_phase_s": 2.0, "train_s": 4.0, "evaluation_s": 7.5, "checkpoint_s": 0.1},
+        ],
+        "startup_s": 20.0, "warmup_s": 5.0, "compile_s": 0.0, "evaluation_s": 8.0, "test_decode_s": 9.0,
+        "label_phase_s": 2.0, "train_img_s": 6400.0, "ceiling_img_s": 8000.0, "ratio": 0.8,
+        "projected_total_s": 400.0, "projection_formula": "projected_total_s = ...",
+        "targets": {"projected_total_s": 900.0, "ratio": 0.85, "label_phase_s": 3.0},
+        "meets_targets": {"projected_total_s": True, "ratio": False, "label_phase_s": True},
+    }  # fmt: skip
+    text = "\n".join(gpu_protocol_section([("gpu-protocol-msmt17-nvidia-h200.json", record)]))
+    text = re.sub(r" +", " ", text)  # the tables' column padding
+    assert "NVIDIA H200" in text and "torch 2.14.1" in text and "0123456789ab" in text
+    assert "| 1 | 2.00 s | 4.00 s | 7.50 s | 0.10 s |" in text
+    assert "| 50-epoch protocol (projected) | 400.00 s | <= 900.0 s | met |" in text
+    assert "80.0% (6400.0 of 8000.0 img/s) | >= 85% | not met" in text
+    assert "| label phase an epoch | 2.00 s | <= 3.0 s | met |" in text
+    assert "No GPU record yet" in "\n".join(gpu_protocol_section([]))
+    [row] = bench_headlines("gpu-protocol-msmt17-nvidia-h200.json", record)
+    assert row["ratio"] == "80.0% of the ceiling" and row["machine"] == "NVIDIA H200" and row["commit"] == "0123456"
