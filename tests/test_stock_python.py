@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spal.datasets import synthetic
 
 # What `make setup` installs but a stock GPU image does not ship.
@@ -54,3 +56,19 @@ def test_the_blocker_really_blocks(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert done.returncode != 0 and "import of spal.engine.protocol halted" in done.stderr
+
+
+def test_the_gpu_protocol_loads_without_the_optional_packages(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine this would start the real measurement (make gpu-check runs it)")
+    blocked_module = _BLOCKED_RUN.replace('runpy.run_module("spal"', 'runpy.run_module("harness.bench.gpu_protocol"')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", blocked_module, json.dumps(ABSENT), "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    # It got as far as asking for the GPU: every import on its way worked without the blocked packages.
+    assert done.returncode == 2 and "needs a CUDA device" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "d").exists()
