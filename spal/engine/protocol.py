@@ -49,7 +49,7 @@ __all__ = [
     "run_training",
     "load_dataset",
     "evaluate_on_test",
-    "TestImages",
+    "EvalImages",
     "cluster",
     "pseudo_labels_from_clusters",
     "CHECKPOINT_NAME",
@@ -135,7 +135,7 @@ class _Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-class TestImages:
+class EvalImages:
     """Query and gallery decoded once a run, as ``(N, 3, H, W)`` uint8, for evaluation on one CUDA device.
 
     A subset is decoded the first time it is asked for and kept: on the device when it takes at most half of
@@ -184,18 +184,18 @@ def evaluate_on_test(
     data: datasets.ReIDDataset,
     cfg: TrainConfig,
     ctx: DistContext,
-    test_images: TestImages | None = None,
+    eval_images: EvalImages | None = None,
 ) -> dict[str, float | int]:
     """mAP, mINP and CMC in percent (SPEC 3.6). Every rank extracts its share of query and gallery; rank 0
     computes the metrics (the other ranks return an empty dict).
 
-    With ``test_images`` (one process on CUDA) the images decoded once a run are extracted in the run's
+    With ``eval_images`` (one process on CUDA) the images decoded once a run are extracted in the run's
     precision and ranked on the device; otherwise the files are decoded for this evaluation.
     """
-    if test_images is not None:
+    if eval_images is not None:
         precision = resolve_precision(cfg.precision, ctx.device.type)
-        qf = test_images.features(model, "query", precision)
-        gf = test_images.features(model, "gallery", precision)
+        qf = eval_images.features(model, "query", precision)
+        gf = eval_images.features(model, "gallery", precision)
     else:
         qf = _extract_records(model, data.query, cfg, ctx, "extract query")
         gf = _extract_records(model, data.gallery, cfg, ctx, "extract gallery")
@@ -340,7 +340,7 @@ def run_training(
     # On the training device, so that its constants are not copied there every batch.
     augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128))).to(ctx.device)
     # One process on CUDA: query and gallery decoded once, at the first evaluation, and kept.
-    test_images = TestImages(data, cfg, ctx.device) if on_cuda and not ctx.distributed else None
+    eval_images = EvalImages(data, cfg, ctx.device) if on_cuda and not ctx.distributed else None
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
@@ -407,7 +407,7 @@ def run_training(
         )
         if (epoch + 1) % cfg.eval_step == 0 or epoch + 1 == cfg.epochs:
             with _Timer(ctx.device) as timer:
-                record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx, test_images))
+                record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx, eval_images))
             times["evaluate"] = timer.seconds
         barrier(ctx)
         record.update({f"time_{k}": round(v, 4) for k, v in times.items()})
