@@ -552,6 +552,7 @@ def _label_phase(
                 strategy=cfg.selection,
                 rng=rng,
                 on_pair=oracle.note_kind,
+                neighbours=neighbours,
             )
             annotation_log.sync()
     times["select"] = timer.seconds
