@@ -947,6 +947,20 @@ def _pretrained_cell(value: Any) -> str:
     return Path(str(value)).name
 
 
+def _precision_cell(run: Run) -> str:
+    """The precision a run trained in: ``final.json``'s, else the one its config asked for; runs made before
+    ``--precision`` existed say it through ``amp`` (bf16 autocast when true)."""
+    precision = _recorded(run, "precision")
+    if isinstance(precision, str):
+        return precision
+    if precision is None:
+        return "default (bf16 on CUDA, fp32 on the CPU)"
+    amp = _recorded(run, "amp")
+    if isinstance(amp, bool):
+        return "bf16 (amp)" if amp else "fp32"
+    return "n/a"
+
+
 def _run_bn_batch(run: Run) -> tuple[float | None, str]:
     """The BN batch as recorded (``bn_batch``), else as the config implies it (:attr:`Run.bn_batch`)."""
     recorded = _recorded(run, "bn_batch")
@@ -988,6 +1002,7 @@ def _runs_section(inputs: _Inputs) -> list[str]:
     lines = ["## Runs", ""]
     if inputs.runs:
         headers = ["run", "data set", "protocol", "variant", "seed", "status", "mAP", "queries spent", "device"]
+        headers.append("precision")
         headers += ["world size", "BN batch", "pretrained", "paper layout/weights", "git commit", "in report"]
         headers.append("path")
         used_paths = {run.path for runs in inputs.groups.values() for run in runs}
@@ -1017,6 +1032,7 @@ def _runs_section(inputs: _Inputs) -> list[str]:
                     fmt_num(final.get("mAP")),
                     fmt_int(final.get("queries_spent")),
                     final.get("device") or (run.env or {}).get("gpu_name") or "n/a",
+                    _precision_cell(run),
                     "n/a" if world is None else str(world),
                     bn_text,
                     _pretrained_cell(_recorded(run, "pretrained")),

@@ -585,16 +585,18 @@ def _cells(section: str, run_id: str) -> dict[str, str]:
 
 def test_runs_listing_shows_layout_and_weights_and_flags_paper_runs_that_differ(results: Path) -> None:
     weights = {"name": "resnet50-imagenet.pth", "sha256": "ab" * 32}
-    make_run(results, "market1501", "paper", "m-as-paper", 3, {"mAP": 71.0, "bn_batch": 16, "pretrained": weights},
-             config={"world_size": 4})
+    make_run(results, "market1501", "paper", "m-as-paper", 3,
+             {"mAP": 71.0, "bn_batch": 16, "pretrained": weights, "precision": "bf16"}, config={"world_size": 4})
     listing = _section(build_report(results), "## Runs")
     as_paper = _cells(listing, "m-as-paper")
     assert as_paper["world size"] == "4" and as_paper["BN batch"] == "16"
     assert as_paper["pretrained"] == "resnet50-imagenet.pth (sha256 abababababab)"
     assert as_paper["paper layout/weights"] == "as the paper"
+    assert as_paper["precision"] == "bf16"
     # Written before the keys existed: BN batch from the config, weights not recorded.
     old = _cells(listing, "m-full-s1")
     assert old["world size"] == "1" and old["BN batch"] == "16 (from config)" and old["pretrained"] == "n/a"
+    assert old["precision"] == "n/a"
     assert old["paper layout/weights"] == "differs from the paper's layout/weights (no pretrained weights recorded)"
     no_groups = _cells(listing, "m-b0-s1")
     assert no_groups["paper layout/weights"] == (
@@ -655,3 +657,13 @@ def test_gpu_section_states_device_phases_and_the_goals_from_a_record(tmp_path: 
     assert "No GPU record yet" in "\n".join(gpu_protocol_section([]))
     [row] = bench_headlines("gpu-protocol-msmt17-nvidia-h200.json", record)
     assert row["ratio"] == "80.0% of the ceiling" and row["machine"] == "NVIDIA H200" and row["commit"] == "0123456"
+
+
+def test_runs_listing_names_the_precision_also_of_runs_from_before_the_flag(results: Path) -> None:
+    make_run(results, "market1501", "paper", "m-amp", 7, {"mAP": 70.0}, train={"amp": True})
+    make_run(results, "market1501", "paper", "m-fp32", 8, {"mAP": 70.0}, train={"amp": False})
+    make_run(results, "market1501", "paper", "m-auto", 9, None, train={"precision": None})
+    listing = _section(build_report(results), "## Runs")
+    assert _cells(listing, "m-amp")["precision"] == "bf16 (amp)"
+    assert _cells(listing, "m-fp32")["precision"] == "fp32"
+    assert _cells(listing, "m-auto")["precision"] == "default (bf16 on CUDA, fp32 on the CPU)"
