@@ -425,7 +425,7 @@ def run_training(
                         "model": _unwrap(model).state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "memory": memory.features.detach().cpu(),
+                        "memory": memory.features.detach(),
                         "graph": graph.state_dict(),
                         "budget": budget.state_dict(),
                         "metrics": state.metrics,
