@@ -21,7 +21,8 @@ $PY -c "import torch, torchvision, numpy, scipy, PIL, tqdm; print('torch', torch
     | tee -a "$OUT_DIR/gpu.txt" || status=1
 $PY -m harness.bench.gpu_protocol --out results/bench >"$OUT_DIR/gpu-protocol.log" 2>&1 || status=1
 tail -n 30 "$OUT_DIR/gpu-protocol.log"
-cp results/bench/gpu-protocol-msmt17-*.json "$OUT_DIR/" 2>/dev/null || status=1
+ls results/bench/gpu-protocol-msmt17-*.json >/dev/null 2>&1 || status=1
+[ "$OUT_DIR" = results/bench ] || cp results/bench/gpu-protocol-msmt17-*.json "$OUT_DIR/" 2>/dev/null
 if $PY -c "import pytest" 2>/dev/null; then
     # -o addopts= drops pyproject's pytest-benchmark option, which a bare image's pytest would not know.
     mapfile -t gpu_files < <(grep -rl "pytest.mark.gpu" tests --include='test_*.py' | sort)
