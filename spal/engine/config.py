@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "resolve_precision"]
+__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "resolve_precision", "upgrade_saved_settings"]
 
 _BUDGET = re.compile(r"^\s*(\d+|\d*\.?\d+\s*\*?\s*n|n)\s*$")
 
@@ -35,6 +35,16 @@ def resolve_precision(precision: str | None, device_type: str) -> str:
     if precision is not None:
         return precision
     return "bf16" if device_type == "cuda" else "fp32"
+
+
+def upgrade_saved_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by an earlier spal (a checkpoint's ``config``) in today's keys: the boolean ``amp``
+    became ``precision`` (true: ``"bf16"``, false: ``"fp32"``, what such a run trained in on any device)."""
+    upgraded = dict(values)
+    if "amp" in upgraded:
+        amp = upgraded.pop("amp")
+        upgraded.setdefault("precision", "bf16" if amp else "fp32")
+    return upgraded
 
 
 @dataclass

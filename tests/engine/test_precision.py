@@ -94,3 +94,15 @@ def test_the_cuda_training_step_never_synchronises_with_the_host(
     losses = train_epoch(model, optimizer, memory, images, targets, epoch=1, precision=precision, **kwargs)
     assert steps == [32, 32, 32] and np.isfinite(losses["loss"])
     assert torch.cuda.get_sync_debug_mode() == 0
+
+
+def test_settings_saved_with_the_old_amp_switch_still_load() -> None:
+    from spal.engine.config import upgrade_saved_settings
+
+    old = {**TrainConfig().to_dict(), "amp": True}
+    del old["precision"]
+    assert TrainConfig.from_dict(upgrade_saved_settings(old)).precision == "bf16"
+    assert upgrade_saved_settings({"amp": False})["precision"] == "fp32"
+    assert upgrade_saved_settings({"precision": None}) == {"precision": None}
+    with pytest.raises(ValueError, match="unknown training settings: amp"):
+        TrainConfig.from_dict(old)
