@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from harness.datacheck import EXPECTED_TREES, expected_tree_message, missing_paths
+from spal.engine.config import CHOICES
 
 __all__ = ["run_command", "add_run_flags"]
 
@@ -54,7 +55,7 @@ def add_run_flags(parser: argparse.ArgumentParser, layouts_help: str) -> None:
 
 def _matrix_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m harness {prog}")
-    parser.add_argument("--dataset", required=True, choices=("market1501", "msmt17", "synthetic"))
+    parser.add_argument("--dataset", required=True, choices=CHOICES["dataset"])
     parser.add_argument(
         "--protocol", help="paper for real data, ci for synthetic unless given (see harness/protocols/)"
     )
@@ -152,6 +153,8 @@ def run_command(command: str, argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    # faiss announces which CPU build it loaded, at INFO, on every start: noise here.
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     if command in ("reproduce", "ablation", "sweep"):
         return _run_matrix(command, argv)
     if command == "report":

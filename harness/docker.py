@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.datacheck import EXPECTED_TREES, expected_tree_message, missing_paths
+from spal.engine.config import CHOICES
 
 __all__ = [
     "CONTAINER_DATA_DIR",
@@ -57,7 +58,7 @@ CONTAINER_WEIGHTS_DIR = "/home/spal/.cache/torch/hub/checkpoints"
 EXIT_NO_DOCKER = 2
 EXIT_NO_DATA = 2
 EXIT_DOCKER_ERROR = 1
-DATASETS = ("market1501", "msmt17", "synthetic")
+DATASETS = CHOICES["dataset"]
 # Docker's default /dev/shm is 64 MB, which DataLoader workers exhaust at once (they pass batches through it).
 DEFAULT_SHM_SIZE = "8g"
 NATIVE_HINT = "run natively instead: make setup && make reproduce DATASET={dataset}"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spal.engine.config import CHOICES, PRECISIONS, TrainConfig
+from spal.engine.config import CHOICES, PRECISIONS, TrainConfig, upgrade_saved_settings
 
 __all__ = ["main", "build_parser", "train_config_from_args", "SYNTHETIC_DEFAULTS"]
 
@@ -33,7 +33,10 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "eps": 0.45,
     "lr": 1e-3,
     "eval_step": 4,
+    "logs_dir": "logs/synthetic",
 }
+
+METHOD_PAGE = "docs/method.md"
 
 _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
@@ -41,10 +44,10 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {"help": "folder holding market1501/ or msmt17/ (created with a synthetic set for -d synthetic)"},
     ),
     (("--logs-dir",), {"help": "where checkpoints, metrics.jsonl and the annotation log go"}),
-    (("--epochs",), {"type": int}),
+    (("--epochs",), {"type": int, "help": "training epochs (a label phase each)"}),
     (("--iters",), {"type": int, "help": "training iterations per epoch"}),
-    (("--height",), {"type": int}),
-    (("--width",), {"type": int}),
+    (("--height",), {"type": int, "help": "image height after resizing"}),
+    (("--width",), {"type": int, "help": "image width after resizing"}),
     (
         ("-b", "--batch-size"),
         {
@@ -58,23 +61,23 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {"type": int, "help": "K: images a cluster adds to the stream (its anchor + K - 1 from other cameras)"},
     ),
     (("-j", "--workers"), {"type": int, "help": "data-loading processes"}),
-    (("--budget",), {"help": "pair queries: a number or a multiple of n such as 2n, 0.5n (default 2n)"}),
+    (("--budget",), {"help": "pair queries: a number or a multiple of n (training images) such as 2n, 0.5n"}),
     (("--eps",), {"type": float, "help": "DBSCAN radius on the Jaccard distance"}),
-    (("--min-samples",), {"type": int}),
-    (("--k1",), {"type": int}),
-    (("--k2",), {"type": int}),
-    (("--lr",), {"type": float}),
-    (("--weight-decay",), {"type": float}),
+    (("--min-samples",), {"type": int, "help": "DBSCAN: neighbours that make a core point"}),
+    (("--k1",), {"type": int, "help": "k-reciprocal neighbours of the Jaccard distance"}),
+    (("--k2",), {"type": int, "help": "query expansion of the Jaccard distance (<= k1)"}),
+    (("--lr",), {"type": float, "help": "Adam learning rate"}),
+    (("--weight-decay",), {"type": float, "help": "Adam weight decay"}),
     (("--step-size",), {"type": int, "help": "epochs between learning-rate decays"}),
-    (("--temperature",), {"type": float}),
-    (("--momentum",), {"type": float, "help": "memory momentum m in M <- m M + (1 - m) f"}),
+    (("--temperature",), {"type": float, "help": "contrastive loss temperature (> 0)"}),
+    (("--momentum",), {"type": float, "help": "memory momentum m in M <- m M + (1 - m) f, in [0, 1]"}),
     (("--margin",), {"type": float, "help": "support-pair loss margin"}),
     (
         ("--lambda",),
         {"type": float, "dest": "lambda_sp", "help": "support-pair loss weight (0 = contrastive only)"},
     ),
-    (("--eval-step",), {"type": int}),
-    (("--seed",), {"type": int}),
+    (("--eval-step",), {"type": int, "help": "evaluate on query/gallery every N epochs (and after the last)"}),
+    (("--seed",), {"type": int, "help": "random seed"}),
     (
         ("--bn-groups",),
         {
@@ -83,8 +86,8 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "images at any number of processes, as the paper's 4 GPUs x 16: 4 groups on one process at -b 64)",
         },
     ),
-    (("--selection",), {"choices": CHOICES["selection"]}),
-    (("--clustering",), {"choices": CHOICES["clustering"]}),
+    (("--selection",), {"choices": CHOICES["selection"], "help": "support-pair selection (dus: the method)"}),
+    (("--clustering",), {"choices": CHOICES["clustering"], "help": "constrained: DBSCAN obeys the answers"}),
     (
         ("--propagation",),
         {
@@ -96,7 +99,7 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--oracle",), {"choices": CHOICES["oracle"], "help": "who answers the support pairs"}),
     (("--annotation-timeout",), {"type": float, "help": "seconds to wait for human answers each epoch"}),
-    (("--device",), {"choices": CHOICES["device"]}),
+    (("--device",), {"choices": CHOICES["device"], "help": "auto: CUDA when present"}),
     (
         ("--pretrained",),
         {
@@ -112,26 +115,42 @@ _TRAIN_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from spal import models
+def _with_default(dest: str, text: str | None) -> str:
+    """``text`` followed by where the flag's value comes from when it is not given."""
+    paper = TrainConfig().to_dict()[dest]
+    default = f"default: {'none' if paper is None else paper}"
+    if dest in SYNTHETIC_DEFAULTS:
+        default += f"; with -d synthetic: {SYNTHETIC_DEFAULTS[dest]}"
+    return f"{text} ({default})" if text else f"({default})"
 
-    parser.add_argument("-d", "--dataset", choices=CHOICES["dataset"], default="synthetic")
-    parser.add_argument("-a", "--arch", choices=models.names(), help="backbone (resnet18 is the small CPU one)")
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    # Flags default to None so that a flag not given takes its value from the --config file, the synthetic
+    # defaults or, on --resume, the checkpoint; the help says which value that is.
+    parser.add_argument(
+        "-d", "--dataset", choices=CHOICES["dataset"], default=None, help="data set (default: synthetic)"
+    )
+    parser.add_argument(
+        "-a", "--arch", choices=CHOICES["arch"], help=_with_default("arch", "backbone (resnet18: small CPU one)")
+    )
     for flags, kwargs in _TRAIN_FLAGS:
-        parser.add_argument(*flags, default=None, **kwargs)
+        dest = kwargs.get("dest", flags[-1].lstrip("-").replace("-", "_"))
+        parser.add_argument(*flags, default=None, **{**kwargs, "help": _with_default(dest, kwargs.get("help"))})
     parser.add_argument(
         "--resume",
         nargs="?",
         const="",
         default=None,
         metavar="CKPT",
-        help="continue the run in --logs-dir (or from CKPT)",
+        help="continue the run in --logs-dir (or from CKPT) with its stored settings; of the flags given, "
+        "only --epochs (to extend it), -j, --device, --data-dir, --logs-dir and --annotation-timeout may "
+        "differ from them",
     )
     parser.add_argument(
         "--deterministic",
         action="store_true",
         default=None,
-        help="deterministic kernels (two CPU runs give identical numbers)",
+        help="deterministic kernels (two CPU runs give identical numbers) (default: off)",
     )
     parser.add_argument(
         "--precision",
@@ -174,7 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--data-dir", default="data", help="cache folder (pretrained/ and the population go here)")
     _add_pretrain_flags(pre)
 
-    train = sub.add_parser("train", help="train SPAL (SPEC section 1)")
+    train = sub.add_parser(
+        "train",
+        help=f"train SPAL (the method and protocol: {METHOD_PAGE})",
+        description=f"Train SPAL. Defaults are the paper's settings ({METHOD_PAGE} in the repository), or the "
+        "small CPU settings with -d synthetic; a --config file, then the flags, override them. Every value "
+        "is checked before anything is read or written.",
+    )
     _add_train_flags(train)
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on query/gallery (mAP, CMC)")
@@ -190,20 +215,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Merge, in increasing priority: paper defaults, synthetic CPU defaults, ``--config`` file, flags."""
-    values: dict[str, Any] = {}
-    if args.dataset == "synthetic":
-        values.update(SYNTHETIC_DEFAULTS)
-        values["data_dir"] = "data"
-        values["logs_dir"] = "logs/synthetic"
+    """Merge, in increasing priority: paper defaults, synthetic CPU defaults, ``--config`` file, flags.
+
+    With ``--resume`` and a checkpoint to resume, the settings the checkpoint stored take the place of the
+    defaults, so a flag left out keeps the run's value (and a flag given may still be refused by the run).
+    """
+    given: dict[str, Any] = {}
     if args.config:
-        values.update(json.loads(Path(args.config).read_text()))
+        given.update(json.loads(Path(args.config).read_text()))
     for key in TrainConfig.keys():
         value = getattr(args, key, None)
         if value is not None:
-            values[key] = value
-    values["dataset"] = args.dataset
-    return TrainConfig.from_dict(values)
+            given[key] = value
+    dataset = given.get("dataset", "synthetic")
+    values = dict(SYNTHETIC_DEFAULTS) if dataset == "synthetic" else {}
+    cfg = TrainConfig.from_dict({**values, "dataset": dataset, **given})
+    if args.resume is None:
+        return cfg
+    from spal.engine.checkpoint import load_checkpoint
+    from spal.engine.protocol import CHECKPOINT_NAME
+
+    source = Path(args.resume or Path(cfg.logs_dir) / CHECKPOINT_NAME)
+    if not source.is_file():
+        return cfg
+    # A checkpoint of an earlier spal says amp where today's say precision.
+    saved = upgrade_saved_settings(load_checkpoint(source, mmap=True)["config"])
+    merged = {**{k: v for k, v in saved.items() if k in TrainConfig.keys()}, **given}
+    if not args.resume:
+        # The run goes on where its checkpoint was found, even if the folder was moved since.
+        merged["logs_dir"] = cfg.logs_dir
+    return TrainConfig.from_dict(merged)
 
 
 def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
@@ -211,6 +252,8 @@ def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
+    # faiss logs which CPU build it loaded, at INFO, on every start: only worth seeing when debugging.
+    logging.getLogger("faiss").setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         handlers=handlers,
@@ -244,14 +287,36 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from spal.engine.protocol import run_training
-    from spal.models import BatchNormLayoutError, PretrainedError
+    from spal.engine.checkpoint import CheckpointError
+    from spal.models import BatchNormLayoutError, PretrainedError, resolve_pretrained
 
     try:
         cfg = train_config_from_args(args)
+    except CheckpointError as error:
+        log.error("%s", error)
+        return 2
     except ValueError as error:
         log.error("invalid setting: %s", error)
         return 2
+    from spal.data import ImageLoadError
+    from spal.engine.protocol import check_run_inputs, run_training
+
+    # torchrun numbers the processes in RANK; rank 0 alone reports (progress, the final line).
+    is_main = os.environ.get("RANK", "0") == "0"
+    resume_from = args.resume or None
+    try:
+        data = check_run_inputs(cfg, resume=args.resume is not None, resume_from=resume_from, progress=is_main)
+    except (ValueError, ImageLoadError) as error:
+        log.error("%s", error)
+        return 2
+    try:
+        # A missing weight file is named (after a missing data set, SPEC 8) before anything is written.
+        resolve_pretrained(cfg.arch, cfg.pretrained)
+    except (PretrainedError, FileNotFoundError) as error:
+        if is_main:
+            log.error("%s", error)
+        return 2
+    # Only now, with every input checked, does the run write anything.
     _setup_logging(args.verbose, Path(cfg.logs_dir) / "train.log")
     human = None
     if cfg.oracle == "human":
@@ -264,7 +329,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 2
     try:
         summary = run_training(
-            cfg, resume=args.resume is not None, resume_from=args.resume or None, human_select=human
+            cfg, resume=args.resume is not None, resume_from=resume_from, human_select=human, data=data
         )
     except (BatchNormLayoutError, PretrainedError) as error:
         # Every process of a torchrun refuses alike; one line from the first is enough.
@@ -274,7 +339,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         if human is not None:
             human.close()
-    log.info("final: %s", json.dumps({k: summary[k] for k in ("mAP", "rank1", "queries_spent", "budget")}))
+    if is_main:
+        log.info("final: %s", json.dumps({k: summary[k] for k in ("mAP", "rank1", "queries_spent", "budget")}))
     return 0
 
 
@@ -293,20 +359,28 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from spal.data import ImageLoadError
     from spal.engine.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(
-        args.resume,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        synthetic_layout=args.synthetic_layout,
-        device=args.device,
-        workers=args.workers,
-    )
+    try:
+        result = evaluate_checkpoint(
+            args.resume,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            synthetic_layout=args.synthetic_layout,
+            device=args.device,
+            workers=args.workers,
+        )
+    except (ValueError, ImageLoadError) as error:
+        log.error("%s", error)
+        return 2
     from tabulate import tabulate
 
-    rows = [[k, f"{v:.2f}" if isinstance(v, float) else v] for k, v in result.items()]
-    sys.stdout.write(tabulate(rows, headers=["metric", "value (%)"], tablefmt="github") + "\n")
+    # Every metric is a percentage but num_valid_queries, a count of queries: the unit goes with each row.
+    rows = [
+        [f"{k} (count)", v] if isinstance(v, int) else [f"{k} (%)", f"{v:.2f}"] for k, v in result.items()
+    ]
+    sys.stdout.write(tabulate(rows, headers=["metric", "value"], tablefmt="github") + "\n")
     return 0
 
 

@@ -64,3 +64,46 @@ def test_synth_writes_the_layout_and_refuses_to_overwrite(tmp_path: Path) -> Non
     assert (tmp_path / "d" / "msmt17" / "MSMT17_V1" / "list_gallery.txt").is_file()
     again = _spal(*args, cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+# Issue 14, case 7: the help a newcomer reads is complete and points only at files that ship.
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _options(help_text: str) -> list[str]:
+    """The help entries of the options: each starts on a line indented by two spaces with a dash."""
+    entries, current = [], None
+    for line in help_text.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            current = [line]
+            entries.append(current)
+        elif current is not None and line.strip():
+            current.append(line)
+    return [" ".join(" ".join(e).split()) for e in entries]
+
+
+def test_train_help_gives_every_default_and_cites_only_shipped_files(tmp_path: Path) -> None:
+    done = _spal("train", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    without_default = [
+        e for e in _options(done.stdout) if "default" not in e and not e.startswith(("-h", "--resume", "--config"))
+    ]
+    assert without_default == []
+    assert "--eps EPS DBSCAN radius on the Jaccard distance (default: 0.6; with -d synthetic: 0.45)" in _options(
+        done.stdout
+    )
+    assert "SPEC" not in done.stdout and "docs/method.md" in done.stdout
+    assert (REPO / "docs" / "method.md").is_file()
+    readme = (REPO / "README.md").read_text()
+    assert "SPEC.md" not in readme and "docs/method.md" in readme
+
+
+def test_harness_help_lists_every_command_in_one_line(tmp_path: Path) -> None:
+    from harness.__main__ import COMMANDS
+
+    done = subprocess.run([sys.executable, "-m", "harness", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0
+    listed = [line.split()[0] for line in done.stdout.split("commands:", 1)[1].splitlines() if line.strip()]
+    assert listed == list(COMMANDS) and len(COMMANDS) == 9
+    for name, text in COMMANDS.items():
+        assert f"{name}  " in done.stdout and text in done.stdout

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from spal import models
-from spal.engine.config import PRECISIONS, TrainConfig
+from spal.active.budget import check_budget
+from spal.engine.config import CHOICES, TrainConfig
 
 __all__ = [
     "PROTOCOL_DIR",
@@ -55,38 +55,6 @@ PROTOCOL_DIR = Path(__file__).resolve().parent
 #: The keys of ``spal.engine.config.TrainConfig`` in its order: a protocol's ``train`` object names every one.
 TRAIN_KEYS: tuple[str, ...] = tuple(TrainConfig.keys())
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("market1501", "msmt17", "synthetic"),
-    "synthetic_layout": ("market1501", "msmt17"),
-    "arch": ("resnet18", "resnet50", "resnet50_ibn_a"),
-    "selection": ("dus", "random", "positive-only", "negative-only"),
-    "clustering": ("constrained", "plain"),
-    "propagation": ("on", "off"),
-    "oracle": ("ground-truth", "human"),
-    "device": ("auto", "cpu", "cuda"),
-}
-_POSITIVE_INTS = (
-    "height",
-    "width",
-    "batch_size",
-    "num_instances",
-    "epochs",
-    "iters",
-    "step_size",
-    "min_samples",
-    "k1",
-    "k2",
-    "eval_step",
-    "bn_groups",
-)
-_NON_NEGATIVE_INTS = ("workers", "seed")
-_POSITIVE_FLOATS = ("lr", "gamma", "eps", "temperature")
-_NON_NEGATIVE_FLOATS = ("weight_decay", "margin", "lambda_sp")
-_BOOLS = ("deterministic",)
-_PATHS = ("data_dir", "logs_dir")
-
-# A budget is a query count or a multiple of n (the number of training images), e.g. "2n" or "0.25n".
-_BUDGET_RE = re.compile(r"^(\d+|\d*\.?\d+n)$")
 _TOP_LEVEL_KEYS = {
     "name",
     "version",
@@ -122,55 +90,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_value(key: str, value: Any, where: str) -> None:
-    """Raise :class:`ProtocolError` unless ``value`` is a valid value of the TrainConfig key ``key``."""
-    problem = None
-    if key in _CHOICES:
-        if value not in _CHOICES[key]:
-            problem = f"must be one of {', '.join(_CHOICES[key])}"
-    elif key in _POSITIVE_INTS:
-        if not (_is_int(value) and value > 0):
-            problem = "must be a positive integer"
-    elif key in _NON_NEGATIVE_INTS:
-        if not (_is_int(value) and value >= 0):
-            problem = "must be an integer >= 0"
-    elif key in _POSITIVE_FLOATS:
-        if not (_is_number(value) and value > 0):
-            problem = "must be a number > 0"
-    elif key in _NON_NEGATIVE_FLOATS:
-        if not (_is_number(value) and value >= 0):
-            problem = "must be a number >= 0"
-    elif key == "precision":
-        if not (value is None or value in PRECISIONS):
-            problem = f"must be null (bf16 on CUDA, fp32 on the CPU) or one of {', '.join(PRECISIONS)}"
-    elif key == "annotation_timeout":
-        if not (value is None or (_is_number(value) and value > 0)):
-            problem = "must be null (wait forever) or a number of seconds > 0"
-    elif key == "momentum":
-        if not (_is_number(value) and 0 <= value <= 1):
-            problem = "must be a number in [0, 1]"
-    elif key in _BOOLS:
-        if not isinstance(value, bool):
-            problem = "must be true or false"
-    elif key in _PATHS:
-        if not (isinstance(value, str) and value):
-            problem = "must be a non-empty path string"
-    elif key == "pretrained":
-        if not (value is None or (isinstance(value, str) and value)):
-            problem = (
-                'must be a weight file path, "imagenet" (the file in torch\'s hub cache), "none" (random '
-                "weights on purpose) or null (the backbone's default)"
-            )
-    elif key == "budget":
-        if not ((_is_int(value) and value >= 0) or (isinstance(value, str) and _BUDGET_RE.match(value))):
-            problem = 'must be a query count (integer >= 0) or a multiple of n such as "2n" or "0.25n"'
-    elif key == "synthetic":
-        if not (value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value))):
-            problem = "must be null or an object of spal.datasets.synthetic.generate keyword arguments"
-    if problem is not None:
-        raise ProtocolError(f"{where}: {key} = {value!r} {problem}")
-
-
 def _check_keys(keys: Mapping[str, Any], where: str) -> None:
     unknown = sorted(set(keys) - set(TRAIN_KEYS))
     if unknown:
@@ -191,15 +110,11 @@ def validate_train(train: Mapping[str, Any], where: str = "train") -> None:
         raise ProtocolError(
             f"{where}: missing TrainConfig key(s) {', '.join(missing)}; add them to the protocol"
         )
-    for key in TRAIN_KEYS:
-        _check_value(key, train[key], where)
-    if train["batch_size"] % train["num_instances"]:
-        raise ProtocolError(
-            f"{where}: batch_size {train['batch_size']} is not a multiple of num_instances "
-            f"{train['num_instances']} (every cluster adds num_instances images to the sampler's stream)"
-        )
-    if train["k2"] > train["k1"]:
-        raise ProtocolError(f"{where}: k2 = {train['k2']} must not exceed k1 = {train['k1']}")
+    # TrainConfig is the one definition of what a setting may be (types, ranges, relations).
+    try:
+        TrainConfig.from_dict(dict(train))
+    except ValueError as err:
+        raise ProtocolError(f"{where}: {err}") from err
 
 
 def apply_overrides(
@@ -300,9 +215,15 @@ def _check_sweep(sweep: Any, train: Mapping[str, Any], where: str) -> None:
     if not all(isinstance(b, str) for b in sweep["budgets"]):
         raise ProtocolError(f'{where}: sweep budgets must be strings such as "0" or "0.5n"')
     for budget in sweep["budgets"]:
-        _check_value("budget", _sweep_budget(budget), f"{where}: sweep")
+        try:
+            check_budget(budget)
+        except ValueError as err:
+            raise ProtocolError(f"{where}: sweep: {err}") from err
     for selection in sweep["selections"]:
-        _check_value("selection", selection, f"{where}: sweep")
+        if selection not in CHOICES["selection"]:
+            raise ProtocolError(
+                f"{where}: sweep: selection = {selection!r} must be one of {', '.join(CHOICES['selection'])}"
+            )
 
 
 def read_protocol_file(path: Path | str) -> dict[str, Any]:

@@ -1,22 +1,38 @@
-"""Active learning of pair constraints: constraint graph, budget, oracles, answer log, pair selection."""
+"""Active learning of pair constraints: constraint graph, budget, oracles, answer log, pair selection.
 
-from spal.active.annotations import AnnotationLog
-from spal.active.budget import Budget, BudgetExhausted, parse_budget
-from spal.active.constraints import ConstraintGraph
-from spal.active.oracle import GroundTruthOracle, LoggedOracle, Oracle
-from spal.active.selection import STRATEGIES, plan_support_pairs, select_support_pairs, squared_distances
+The names are loaded on first use (PEP 562): the budget grammar, the constraint graph and the answer log need
+neither torch nor faiss, so ``spal annotate`` and the configuration checks start without loading them.
+"""
 
-__all__ = [
-    "AnnotationLog",
-    "Budget",
-    "BudgetExhausted",
-    "ConstraintGraph",
-    "GroundTruthOracle",
-    "LoggedOracle",
-    "Oracle",
-    "STRATEGIES",
-    "parse_budget",
-    "plan_support_pairs",
-    "select_support_pairs",
-    "squared_distances",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "AnnotationLog": "annotations",
+    "Budget": "budget",
+    "BudgetExhausted": "budget",
+    "check_budget": "budget",
+    "parse_budget": "budget",
+    "ConstraintGraph": "constraints",
+    "GroundTruthOracle": "oracle",
+    "LoggedOracle": "oracle",
+    "Oracle": "oracle",
+    "STRATEGIES": "selection",
+    "plan_support_pairs": "selection",
+    "select_support_pairs": "selection",
+    "squared_distances": "selection",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -7,7 +7,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["Budget", "BudgetExhausted", "parse_budget"]
+__all__ = ["Budget", "BudgetExhausted", "check_budget", "parse_budget"]
 
 # "25872", "2n", "0.5n", "n", ".5 n", "2*n" (case-insensitive, spaces allowed around the factor).
 _RELATIVE = re.compile(r"^(?P<factor>\d+(?:\.\d*)?|\.\d+)?\s*\*?\s*n$")
@@ -65,7 +65,35 @@ class Budget:
         return f"Budget(total={self.total}, remaining={self.remaining})"
 
 
-def parse_budget(text: str, n: int) -> int:
+def _factor(text: str | int) -> Fraction | int:
+    """The budget's grammar, the only one: a whole count (an int, or digits) or a factor of n (a Fraction)."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    cleaned = str(text).strip().lower()
+    if cleaned.isdigit():
+        return int(cleaned)
+    match = _RELATIVE.match(cleaned) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"budget = {text!r}: write a whole number of pair queries (e.g. 25872 or 0) or a multiple of the "
+            "number of training images n (e.g. 2n or 0.5n)"
+        )
+    # Fraction parses the decimal exactly, so "0.29n" with n = 100 gives 29, not 28.
+    return Fraction(match.group("factor") or "1")
+
+
+def check_budget(text: str | int) -> str:
+    """Check a budget as written on the command line or in a protocol file, before ``n`` is known.
+
+    Returns:
+        ``str(text)``. Raises ``ValueError`` (naming the accepted forms) for anything :func:`parse_budget` would
+        refuse.
+    """
+    _factor(text)
+    return str(text)
+
+
+def parse_budget(text: str | int, n: int) -> int:
     """Turn a budget as written on the command line into a number of pair queries.
 
     Args:
@@ -78,15 +106,5 @@ def parse_budget(text: str, n: int) -> int:
     """
     if n < 0:
         raise ValueError(f"the number of training images must be >= 0, got n={n}")
-    cleaned = str(text).strip().lower()
-    if cleaned.isdigit():
-        return int(cleaned)
-    match = _RELATIVE.match(cleaned)
-    if match is None:
-        raise ValueError(
-            f"cannot read the budget {text!r}: write a whole number of queries (e.g. 25872 or 0) or a "
-            "multiple of the number of training images n (e.g. 2n or 0.5n)"
-        )
-    # Fraction parses the decimal exactly, so "0.29n" with n = 100 gives 29, not 28.
-    factor = Fraction(match.group("factor") or "1")
-    return math.floor(factor * n)
+    factor = _factor(text)
+    return factor if isinstance(factor, int) else math.floor(factor * n)

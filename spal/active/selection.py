@@ -31,8 +31,10 @@ import numpy as np
 import torch
 
 from spal.active.constraints import ConstraintGraph
+from spal.active.kinds import KINDS, STRATEGY_KINDS
 from spal.active.oracle import Oracle
 from spal.clustering.knn import knn_search
+from spal.engine.config import CHOICES
 
 __all__ = [
     "KINDS",
@@ -44,8 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("dus", "positive-only", "negative-only", "random")
-KINDS = ("positive", "negative")
+#: The selection strategies (``--selection``), as the configuration lists them.
+STRATEGIES = CHOICES["selection"]
 KNN_K = 64
 # Entries of a screening block (rows x columns) and of a k-NN result chunk (queries x k) held at once.
 _BLOCK_ENTRIES = 1 << 22
@@ -517,11 +519,11 @@ def select_support_pairs(
         count = min(budget.remaining, sum(not constraints.known(a, b) for a, b in distinct))
         candidates: Iterable[tuple[int, int, str]] = _random_pairs(labels_np, constraints, count, rng)
     else:
-        kinds = {"dus": KINDS, "positive-only": ("positive",), "negative-only": ("negative",)}[strategy]
+        kinds = STRATEGY_KINDS[strategy]
         candidates = plan_support_pairs(labels_np, features, kinds=kinds, k=k, neighbours=neighbours)
     asked = _ask(candidates, constraints, budget, oracle, on_pair)
-    log.info(
-        "selection (%s): asked %d pairs (%d same, %d different); %d queries left",
+    log.debug(
+        "selection (%s): %d pairs (%d same, %d different); %d queries left",
         strategy,
         len(asked),
         sum(s for _, _, s in asked),

@@ -13,8 +13,9 @@ the ``X-SPAL-Token`` header; without it the answer is 401 and nothing is served.
 - ``GET /api/image/{pair_id}/{a|b}``: one image of a queued pair (only the queue's files are served).
 - ``POST /api/answer {pair_id, same, annotator}``, ``POST /api/skip {pair_id, annotator}``,
   ``POST /api/undo {annotator}``: 404 unknown pair, 410 stale pair or closed queue or spent budget, 409
-  already answered / skipped / leased to someone else / nothing to undo, 422 malformed body; a refused request
-  changes nothing.
+  already answered / skipped / leased to someone else / nothing to undo, 422 malformed body, 413 a body over
+  :data:`MAX_BODY_BYTES`; a refused request changes nothing. No error message repeats what the request sent.
+- ``GET /favicon.ico``: the page's icon, the one route without the token (browsers ask for it without one).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
@@ -60,12 +62,14 @@ from spal.annotation.session import (
     station_lock,
 )
 
-__all__ = ["annotate_main", "create_app", "serve", "TOKEN_HEADER", "DEFAULT_PORT"]
+__all__ = ["annotate_main", "create_app", "serve", "TOKEN_HEADER", "DEFAULT_PORT", "MAX_BODY_BYTES"]
 
 logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-SPAL-Token"
 DEFAULT_PORT = 8765
+#: The largest request body read: an answer is well under 1 KiB, anything bigger is refused unread (413).
+MAX_BODY_BYTES = 16 * 1024
 STATIC_DIR = Path(__file__).with_name("static")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,256}$")
 _TOKEN_PLACEHOLDER = "__SPAL_TOKEN__"
@@ -199,10 +203,10 @@ class _Station:
         queue = read_queue(self.files)
         pair = self._find(queue, pair_id)
         if side not in ("a", "b"):
-            raise HTTPException(404, f"no image side {side!r}: use a or b")
+            raise HTTPException(404, "no such image side: use a or b")
         path = Path(pair["paths"][0 if side == "a" else 1])
         if not path.is_file():
-            raise HTTPException(404, f"the image file of pair {pair_id} ({side}) is missing on the server")
+            raise HTTPException(404, "the image file of this pair is missing on the server")
         return path
 
     def answer(self, body: AnswerBody) -> dict[str, Any]:
@@ -279,9 +283,7 @@ class _Station:
             assert queue is not None and state is not None
             target = last_action(read_events(self.files), queue["epoch"], body.annotator)
             if target is None:
-                raise HTTPException(
-                    409, f"{body.annotator} has no answer or skip in epoch {queue['epoch']} left to undo"
-                )
+                raise HTTPException(409, f"you have no answer or skip in epoch {queue['epoch']} left to undo")
             append_event(
                 self.files,
                 {
@@ -327,17 +329,18 @@ class _Station:
     def _find(queue: dict[str, Any] | None, pair_id: str) -> dict[str, Any]:
         parsed = parse_pair_id(pair_id)
         if queue is None or parsed is None:
-            raise HTTPException(404, f"unknown pair id {pair_id!r}")
+            raise HTTPException(404, "unknown pair id")
         if parsed[0] != queue["epoch"]:
             raise HTTPException(
                 410,
-                f"pair {pair_id} belongs to epoch {parsed[0]}, the current epoch is "
-                f"{queue['epoch']}: load the next question",
+                # The epoch is the number parsed from the id, not the text sent.
+                f"this pair belongs to epoch {parsed[0]}, the current epoch is {queue['epoch']}: "
+                "load the next question",
             )
         for pair in queue["pairs"]:
             if pair["id"] == pair_id:
                 return pair
-        raise HTTPException(404, f"unknown pair id {pair_id!r} in epoch {queue['epoch']}")
+        raise HTTPException(404, f"unknown pair id in epoch {queue['epoch']}")
 
     def _open_pair(self, pair_id: str, annotator: str) -> tuple[dict[str, Any], EpochState, dict[str, Any]]:
         """The queued pair an answer or skip is about, after every check that refuses the request."""
@@ -347,14 +350,13 @@ class _Station:
         assert queue is not None and state is not None
         key = pair_key(pair["a"], pair["b"])
         if key in state.view.answered:
-            raise HTTPException(
-                409, f"pair {pair_id} is already answered (undo it first to change the answer)"
-            )
+            raise HTTPException(409, "this pair is already answered (undo it first to change the answer)")
         if key in state.view.skipped:
-            raise HTTPException(409, f"pair {pair_id} was skipped; it is not asked again this epoch")
+            raise HTTPException(409, "this pair was skipped; it is not asked again this epoch")
         holder = self._live_leases().get(pair_id, (annotator,))[0]
         if holder != annotator:
-            raise HTTPException(409, f"pair {pair_id} is being answered by {holder}")
+            # The name another annotator gave (checked at their request), not anything of this request.
+            raise HTTPException(409, f"this pair is being answered by {holder}")
         return queue, state, pair
 
 
@@ -364,6 +366,67 @@ def _check_token(token: str) -> None:
             "the access token must be 8 to 256 URL-safe characters (letters, digits, '-', '_'); "
             "leave it out to get a random one"
         )
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse (413) a request whose body is over ``limit`` bytes, before the app reads it.
+
+    A declared ``Content-Length`` over the limit is refused at once; a body without one (chunked) is read up to
+    the limit and then handed to the app in one piece.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        response = JSONResponse(
+            {"detail": f"request body too large: at most {self.limit} bytes"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def _validation_detail(error: RequestValidationError) -> list[dict[str, Any]]:
+    """Where and what is wrong in a malformed request, without repeating any of it: pydantic's errors carry the
+    input (``input``, and an unknown field's name in ``loc``), which a shared page must not reflect."""
+    fields = {"body", "query", "path", "pair_id", "same", "annotator", "side"}
+    return [
+        {
+            "loc": [part if part in fields else "(unexpected field)" for part in item.get("loc", ())],
+            "msg": item.get("msg", "invalid value"),
+        }
+        for item in error.errors()
+    ]
 
 
 def create_app(logs_dir: str | os.PathLike[str], token: str, lease_seconds: float = 300.0) -> FastAPI:
@@ -380,8 +443,15 @@ def create_app(logs_dir: str | os.PathLike[str], token: str, lease_seconds: floa
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(_TOKEN_PLACEHOLDER, token)
     app = FastAPI(title="SPAL annotation station", docs_url=None, redoc_url=None, openapi_url=None)
 
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(error)}, status_code=422)
+
     @app.middleware("http")
     async def require_token(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if request.url.path == "/favicon.ico" and request.method == "GET":
+            # Browsers fetch the icon without the page's query string; it reveals nothing about the run.
+            return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
         given = request.headers.get(TOKEN_HEADER) or request.query_params.get("token") or ""
         if not hmac.compare_digest(given.encode("utf-8"), expected):
             return JSONResponse(
@@ -427,6 +497,7 @@ def create_app(logs_dir: str | os.PathLike[str], token: str, lease_seconds: floa
         return station.undo(body)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     return app
 
 

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from spal.active import AnnotationLog, ConstraintGraph, plan_support_pairs
-from spal.active.annotations import read_records, utc_now
-from spal.active.selection import KINDS
+from spal.active.annotations import AnnotationLog, read_records, utc_now
+from spal.active.constraints import ConstraintGraph
+from spal.active.kinds import KINDS, STRATEGY_KINDS
 
 __all__ = [
     "ANNOTATION_DIR",
@@ -107,6 +107,11 @@ class StationFiles:
     @property
     def lock(self) -> Path:
         return self.root / "lock"
+
+    @property
+    def link(self) -> Path:
+        """The page's URL with its access token, readable by the run's user only (the logs are not)."""
+        return self.root / "station-url"
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -283,6 +288,16 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_private_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path``, readable and writable by this user only (mode 0600, also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+    return path
 
 
 def read_queue(files: StationFiles) -> dict[str, Any] | None:
@@ -559,6 +574,9 @@ def human_select(
     Returns:
         The answered pairs ``(a, b, same)`` applied this epoch, in order.
     """
+    # Imported here: the selection needs torch and faiss, which the annotation station never loads.
+    from spal.active.selection import plan_support_pairs
+
     candidates = plan_support_pairs(np.asarray(labels), features, kinds=kinds)
     session = open_selection(epoch, candidates, labels, features, constraints, budget, records, logs_dir)
     if not session.done:
@@ -600,7 +618,8 @@ class HumanSelect:
     """``--oracle human`` for the training loop: :func:`human_select` bound to a run, with the page served.
 
     The first call starts the server in this process (unless ``serve_page`` is false) and logs its URL with
-    the access token; people may also run ``spal annotate --logs-dir DIR`` on the same logs dir.
+    the address (the link with the access token goes to :attr:`StationFiles.link`, mode 0600); people may also
+    run ``spal annotate --logs-dir DIR`` on the same logs dir.
 
     Args:
         logs_dir: the run's logs dir.
@@ -643,7 +662,15 @@ class HumanSelect:
             from spal.annotation.server import serve
 
             self.url, self._stop = serve(self.logs_dir, host=self.host, port=self.port)
-            logger.warning("annotation page (answer the support pairs here): %s", self.url)
+            # The token goes to a file only this user reads; the log (and train.log, readable by others) gets
+            # the address and where the link is.
+            link = write_private_text(StationFiles.of(self.logs_dir).link, self.url + "\n")
+            logger.info(
+                "annotation page (answer the support pairs here): %s; open the link with its access token "
+                "written in %s (readable by you only)",
+                self.url.split("?")[0],
+                link,
+            )
         return human_select(
             epoch,
             labels,
@@ -664,16 +691,12 @@ class HumanSelect:
             self._stop = None
 
 
-#: Candidate kinds of the selection strategies a person can answer (random draws need no station: use the
-#: ground-truth oracle for that ablation).
-_STRATEGY_KINDS = {"dus": KINDS, "positive-only": ("positive",), "negative-only": ("negative",)}
-
-
 def make_human_select(cfg: Any) -> HumanSelect:
     """The :class:`HumanSelect` of a training config (``logs_dir``, ``annotation_timeout``, ``selection``)."""
-    if cfg.selection not in _STRATEGY_KINDS:
+    # Random draws need no station: that ablation uses the ground-truth oracle.
+    if cfg.selection not in STRATEGY_KINDS:
         raise ValueError(
-            f"--oracle human supports --selection {', '.join(_STRATEGY_KINDS)}, not "
+            f"--oracle human supports --selection {', '.join(STRATEGY_KINDS)}, not "
             f"{cfg.selection!r}; use --oracle ground-truth for that strategy"
         )
-    return HumanSelect(cfg.logs_dir, timeout=cfg.annotation_timeout, kinds=_STRATEGY_KINDS[cfg.selection])
+    return HumanSelect(cfg.logs_dir, timeout=cfg.annotation_timeout, kinds=STRATEGY_KINDS[cfg.selection])

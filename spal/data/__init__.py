@@ -12,6 +12,7 @@ from spal.data.transforms import (
     load_images,
     make_eval_loader,
     normalize,
+    verify_images,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "make_eval_loader",
     "max_repeats_in_batch",
     "normalize",
+    "verify_images",
 ]

@@ -1,22 +1,28 @@
 """The training configuration: every hyper-parameter of the protocol, named once.
 
-Defaults are the paper's settings (SPEC section 2). Protocol files under ``harness/protocols/`` use exactly these
-keys, and a run's ``config.json`` stores them, so a run can always be traced back to its settings.
+Defaults are the paper's settings (docs/method.md). Protocol files under ``harness/protocols/`` use exactly these
+keys, and a run's ``config.json`` stores them, so a run can always be traced back to its settings. Constructing a
+``TrainConfig`` validates every value (types, ranges, relations): the command line, the protocol files and the
+harness all rely on this one check.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "resolve_precision", "upgrade_saved_settings"]
+from spal.active.budget import check_budget
+from spal.active.kinds import STRATEGY_KINDS
 
-_BUDGET = re.compile(r"^\s*(\d+|\d*\.?\d+\s*\*?\s*n|n)\s*$")
+__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "RESUMABLE_KEYS", "resolve_precision", "upgrade_saved_settings"]
 
+#: The allowed values of every setting that is a choice: the command line, the protocol files and the harness
+#: all take their choices from here (``arch`` must match :func:`spal.models.names`, which a test checks).
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("market1501", "msmt17", "synthetic"),
+    "arch": ("resnet18", "resnet50", "resnet50_ibn_a"),
     "synthetic_layout": ("market1501", "msmt17"),
     "selection": ("dus", "random", "positive-only", "negative-only"),
     "clustering": ("constrained", "plain"),
@@ -47,9 +53,91 @@ def upgrade_saved_settings(values: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+#: Settings that ``--resume`` may change: they decide how long and where the run goes on, not what it computes
+#: (more epochs extend a run; workers, device and the folders only move it). Any other difference is refused.
+RESUMABLE_KEYS: tuple[str, ...] = ("epochs", "workers", "device", "data_dir", "logs_dir", "annotation_timeout")
+
+# What each setting that is a number may be: (kind, lowest, highest, lowest excluded).
+_NUMBERS: dict[str, tuple[type, float, float, bool]] = {
+    **dict.fromkeys(
+        ("height", "width", "batch_size", "num_instances", "epochs", "iters", "step_size", "min_samples", "k1",
+         "k2", "eval_step", "bn_groups"),
+        (int, 1, math.inf, False),
+    ),
+    **dict.fromkeys(("workers", "seed"), (int, 0, math.inf, False)),
+    **dict.fromkeys(("gamma", "temperature"), (float, 0, math.inf, True)),
+    # eps is a radius on the Jaccard distance, which lies in [0, 1].
+    "eps": (float, 0, 1, True),
+    "momentum": (float, 0, 1, False),
+    # lr 0 is allowed: a run that never learns (the harness's check that a broken method is caught).
+    **dict.fromkeys(("lr", "weight_decay", "margin", "lambda_sp"), (float, 0, math.inf, False)),
+}
+_BOOLS = ("deterministic",)
+_PATHS = ("data_dir", "logs_dir")
+
+
+def _number_problem(key: str, value: Any) -> str | None:
+    kind, low, high, open_low = _NUMBERS[key]
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind is int and not is_int:
+        return f"{key} = {value!r} must be a whole number"
+    # value != value: NaN, which no range check would catch.
+    if kind is float and (not (is_int or isinstance(value, float)) or value != value):
+        return f"{key} = {value!r} must be a number"
+    if value < low or (open_low and value == low) or value > high:
+        lower = f"> {low}" if open_low else f">= {low}"
+        return f"{key} = {value!r} must be {lower}" + (f" and <= {high}" if high != math.inf else "")
+    return None
+
+
+def _problems(cfg: TrainConfig) -> list[str]:
+    """Every problem of ``cfg``, one phrase each (empty when valid)."""
+    # bn_groups None: derived from the world size (groups of 16 images, spal.models.bn_groups_for).
+    numbers = [k for k in _NUMBERS if not (k == "bn_groups" and cfg.bn_groups is None)]
+    problems = [p for p in (_number_problem(k, getattr(cfg, k)) for k in numbers) if p]
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            problems.append(f"{key} = {getattr(cfg, key)!r} must be one of {', '.join(allowed)}")
+    values = cfg.to_dict()
+    problems += [f"{k} = {values[k]!r} must be true or false" for k in _BOOLS if not isinstance(values[k], bool)]
+    problems += [f"{k} must be a non-empty path" for k in _PATHS if not (isinstance(values[k], str) and values[k])]
+    if not (cfg.precision is None or cfg.precision in PRECISIONS):
+        problems.append(
+            f"precision = {cfg.precision!r} must be one of {', '.join(PRECISIONS)} "
+            "or null (bf16 on CUDA, fp32 on the CPU)"
+        )
+    if not (cfg.pretrained is None or (isinstance(cfg.pretrained, str) and cfg.pretrained)):
+        problems.append(f"pretrained = {cfg.pretrained!r} must be a path or null")
+    timeout = cfg.annotation_timeout
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        problems.append(f"annotation_timeout = {timeout!r} must be seconds > 0 or null (wait forever)")
+    synthetic = cfg.synthetic
+    if not (synthetic is None or (isinstance(synthetic, dict) and all(isinstance(k, str) for k in synthetic))):
+        problems.append("synthetic must be null or an object of spal.datasets.synthetic.generate arguments")
+    try:
+        check_budget(cfg.budget)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        return problems
+    # Relations, checked once every value is of the right kind.
+    if cfg.batch_size % cfg.num_instances:
+        problems.append(f"batch_size {cfg.batch_size} must be a multiple of num_instances {cfg.num_instances}")
+    if cfg.bn_groups is not None and cfg.batch_size % cfg.bn_groups:
+        problems.append(f"bn_groups {cfg.bn_groups} must divide batch_size {cfg.batch_size}")
+    if cfg.k2 > cfg.k1:
+        problems.append(f"k2 = {cfg.k2} must not exceed k1 = {cfg.k1}")
+    # People answer the pairs of a strategy that selects by uncertainty; random draws are a ground-truth ablation.
+    if cfg.oracle == "human" and cfg.selection not in STRATEGY_KINDS:
+        problems.append(
+            f"oracle human asks the pairs of --selection {', '.join(STRATEGY_KINDS)}, not {cfg.selection!r}"
+        )
+    return problems
+
+
 @dataclass
 class TrainConfig:
-    """All settings of one SPAL training run (defaults: the paper's, SPEC section 2)."""
+    """All settings of one SPAL training run (defaults: the paper's, docs/method.md)."""
 
     dataset: str = "market1501"
     synthetic_layout: str = "market1501"
@@ -93,26 +181,11 @@ class TrainConfig:
     synthetic: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        """Validate every setting (types, ranges, relations): a ``ValueError`` lists every problem on one line."""
+        problems = _problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.budget = str(self.budget)
-        if not _BUDGET.match(self.budget):
-            raise ValueError(
-                f"budget={self.budget!r}: give a number of pair queries (25872) or a multiple of n (2n, 0.5n)"
-            )
-        for key, allowed in CHOICES.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)} (or None: automatic)")
-        if self.batch_size % self.num_instances:
-            raise ValueError(
-                f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances}"
-            )
-        if self.bn_groups is not None and (self.bn_groups < 1 or self.batch_size % self.bn_groups):
-            raise ValueError(f"bn_groups {self.bn_groups} must divide batch_size {self.batch_size}")
-        for key in ("epochs", "iters", "k1", "k2", "min_samples", "eval_step"):
-            if getattr(self, key) < (0 if key == "epochs" else 1):
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,3 +203,12 @@ class TrainConfig:
                 f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(cls.keys())}"
             )
         return cls(**values)
+
+    def resume_differences(self, saved: dict[str, Any]) -> list[str]:
+        """``"key old -> new"`` for every setting outside :data:`RESUMABLE_KEYS` that differs from ``saved`` (the
+        config a checkpoint stored); empty when this config may continue that run."""
+        # A checkpoint of an earlier spal says amp where today's say precision (upgrade_saved_settings).
+        saved = upgrade_saved_settings(saved)
+        old = TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.keys()}).to_dict()
+        new = self.to_dict()
+        return [f"{k} {old[k]!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_KEYS and old[k] != new[k]]

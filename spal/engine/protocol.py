@@ -30,7 +30,7 @@ from spal.active import (
     select_support_pairs,
 )
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
-from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader
+from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader, verify_images
 from spal.distributed import (
     DistContext,
     all_gather_cat,
@@ -39,14 +39,16 @@ from spal.distributed import (
     broadcast_object,
     init_distributed,
 )
-from spal.engine.checkpoint import BackgroundCheckpointer, atomic_write_text, load_checkpoint
-from spal.engine.config import TrainConfig, resolve_precision
+from spal.engine.checkpoint import BackgroundCheckpointer, atomic_write_text, load_checkpoint, remove_stale_temps
+from spal.engine.config import RESUMABLE_KEYS, TrainConfig, resolve_precision, upgrade_saved_settings
 from spal.engine.trainer import EpochTargets, train_epoch
 from spal.evaluation import evaluate, extract_features
 from spal.losses import InstanceMemory
 
 __all__ = [
     "run_training",
+    "check_run_inputs",
+    "RUN_FILES",
     "load_dataset",
     "evaluate_on_test",
     "EvalImages",
@@ -62,6 +64,8 @@ CHECKPOINT_NAME = "checkpoint.pth"
 PHASES = ("extract", "distance", "cluster", "select", "train", "evaluate")
 # Images a forward pass in CUDA extraction: large enough to keep a large GPU busy. The CPU path keeps its 128.
 _CUDA_EXTRACT_BATCH = 256
+#: What a run leaves in its logs dir that a new run there would mix with (answers, weights, numbers).
+RUN_FILES = (CHECKPOINT_NAME, "annotations.jsonl", "metrics.jsonl", "final.json", "annotation")
 
 
 def load_dataset(cfg: TrainConfig) -> datasets.ReIDDataset:
@@ -82,6 +86,46 @@ def load_dataset(cfg: TrainConfig) -> datasets.ReIDDataset:
             root = synthetic.ensure(cfg.data_dir, layout=cfg.synthetic_layout)
         return datasets.create(cfg.synthetic_layout, root)
     return datasets.create(cfg.dataset, cfg.data_dir)
+
+
+def check_run_inputs(
+    cfg: TrainConfig, *, resume: bool = False, resume_from: str | None = None, progress: bool = True
+) -> datasets.ReIDDataset:
+    """Check everything a run reads before it writes anything; returns the loaded data set.
+
+    In order: the logs dir (a fresh run in one that holds a run's files is refused), the checkpoint to resume
+    (readable, and stored with the same settings but for :data:`spal.engine.config.RESUMABLE_KEYS`), the data
+    set's tree and, unless the run is already complete, every image of train, query and gallery (header and
+    decode, in parallel threads).
+
+    Raises:
+        ValueError: a used logs dir, or settings that differ from the checkpoint's (all listed on one line);
+            CheckpointError (a ValueError) for an unreadable checkpoint. FileNotFoundError: no checkpoint at
+            ``resume_from``. DatasetError: a missing or malformed tree. ImageLoadError: the first bad image.
+    """
+    logs_dir = Path(cfg.logs_dir)
+    source = Path(resume_from) if resume_from else logs_dir / CHECKPOINT_NAME
+    finished = False
+    if resume_from or (resume and source.is_file()):
+        ckpt = load_checkpoint(source, mmap=True)
+        differences = cfg.resume_differences(ckpt["config"])
+        if differences:
+            raise ValueError(
+                f"cannot resume {source} with other settings: {', '.join(differences)}; only "
+                f"{', '.join(RESUMABLE_KEYS)} may change on --resume (start a new run in a new --logs-dir)"
+            )
+        finished = ckpt["epoch"] + 1 >= cfg.epochs
+    elif not resume:
+        used = [name for name in RUN_FILES if (logs_dir / name).exists()]
+        if used:
+            raise ValueError(
+                f"--logs-dir {logs_dir} already holds a run ({', '.join(used)}): continue it with --resume or "
+                "choose a new --logs-dir"
+            )
+    data = load_dataset(cfg)
+    if not finished:
+        verify_images(data.train + data.query + data.gallery, desc="check images", progress=progress)
+    return data
 
 
 def pseudo_labels_from_clusters(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -229,12 +273,18 @@ def run_training(
     resume_from: str | None = None,
     ctx: DistContext | None = None,
     human_select: Callable[..., list[tuple[int, int, bool]]] | None = None,
+    data: datasets.ReIDDataset | None = None,
 ) -> dict[str, Any]:
     """Train SPAL as ``cfg`` says and return the final summary (also written to ``<logs_dir>/final.json``).
 
     Args:
-        resume: continue from ``<logs_dir>/checkpoint.pth`` when it exists (a finished run is not re-trained).
-        resume_from: continue from this checkpoint instead (it must exist).
+        resume: continue from ``<logs_dir>/checkpoint.pth`` when it exists (a finished run is not re-trained);
+            without it, a logs dir that holds a run is refused.
+        resume_from: continue from this checkpoint instead (it must exist). On resume only the settings of
+            :data:`spal.engine.config.RESUMABLE_KEYS` may differ from the checkpoint's; they are applied and
+            stored in the next checkpoint.
+        data: the data set as :func:`check_run_inputs` returned it for these arguments; ``None`` runs those
+            checks here.
         ctx: the distributed context; ``None`` joins the one torchrun describes (or runs alone).
         human_select: for ``--oracle human``, the callable that offers the epoch's pairs to people and returns the
             answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
@@ -247,16 +297,19 @@ def run_training(
         log.info(
             "BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size
         )
+    if data is None:
+        data = check_run_inputs(cfg, resume=resume, resume_from=resume_from, progress=ctx.is_main)
     logs_dir = Path(cfg.logs_dir)
     if ctx.is_main:
         logs_dir.mkdir(parents=True, exist_ok=True)
+        # A kill during an atomic write leaves its temporary file (half a checkpoint); nothing writes here now.
+        for stale in remove_stale_temps(logs_dir):
+            log.info("removed %s, left by an interrupted write", stale)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_start = time.perf_counter()
     _seed_everything(cfg.seed)
 
-    # A missing data set is named first (SPEC 8); listing it is no work yet.
-    data = load_dataset(cfg)
     if ctx.is_main:
         data.log_summary()
     n = len(data.train)
@@ -316,6 +369,10 @@ def run_training(
         )
         if ctx.is_main:
             log.info("resuming from %s after epoch %d", source, ckpt["epoch"])
+            saved = upgrade_saved_settings(ckpt["config"])
+            changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in cfg.to_dict().items() if k in saved and saved[k] != v]
+            if changed:
+                log.info("changed on resume (recorded in the next checkpoint): %s", ", ".join(changed))
     if state.start_epoch >= cfg.epochs:
         # A finished run: nothing to decode or train, only its summary to restate.
         if ctx.is_main:
@@ -342,8 +399,13 @@ def run_training(
     # One process on CUDA: query and gallery decoded once, at the first evaluation, and kept.
     eval_images = EvalImages(data, cfg, ctx.device) if on_cuda and not ctx.distributed else None
     if ctx.distributed:
+        # BatchNorm statistics are averaged after each epoch (average_buffers), not synced at every forward. torch
+        # 2.14 names this forward_sync_buffers (broadcast_buffers is deprecated); the one sync it still does at
+        # init copies rank 0's buffers, which every rank already holds (same seed or same checkpoint).
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, broadcast_buffers=False
+            model,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            forward_sync_buffers=False,
         )
 
     # The write (serialisation, fsync) overlaps the next epoch; training waits only for the copy to the host.
@@ -543,7 +605,7 @@ def _label_phase(
         else:
             oracle = _make_oracle(pids, annotation_log, epoch, [r[0] for r in records])
             rng = np.random.default_rng(cfg.seed * 7919 + epoch)
-            select_support_pairs(
+            pairs = select_support_pairs(
                 labels,
                 features,
                 graph,
@@ -555,6 +617,17 @@ def _label_phase(
                 neighbours=neighbours,
             )
             annotation_log.sync()
+            # After a crash the epoch's earlier answers come from the log: say so, they were not asked again.
+            replayed = f", replayed {oracle.num_replayed} answers from the log" if oracle.num_replayed else ""
+            log.info(
+                "selection (%s): asked %d pairs%s (%d same, %d different); %d queries left",
+                cfg.selection,
+                oracle.num_asked,
+                replayed,
+                sum(same for _, _, same in pairs),
+                sum(not same for _, _, same in pairs),
+                budget.remaining,
+            )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)
     targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())

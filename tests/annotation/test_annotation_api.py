@@ -313,3 +313,48 @@ def test_a_lease_expires(toy: Toy) -> None:
     assert nxt(client, "bob")["pair_id"] != first
     time.sleep(0.1)
     assert nxt(client, "carol")["pair_id"] == first
+
+
+# Issue 14, case 6: request bodies are capped, errors never repeat the request, the icon is served.
+def test_a_large_body_is_refused_unread_and_changes_nothing(client: TestClient, toy: Toy) -> None:
+    from spal.annotation.server import MAX_BODY_BYTES
+
+    open_queue(toy)
+    before = events_bytes(toy)
+    big = json.dumps({"pair_id": "e0p0", "same": True, "annotator": "x" * (10 * 1024 * 1024)})
+    response = client.post("/api/answer", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert len(response.content) < 200 and "xxxx" not in response.text
+    # Without a Content-Length (chunked), the body is still cut off at the limit.
+    chunks = (b"x" * 4096 for _ in range(MAX_BODY_BYTES // 4096 + 2))
+    response = client.post("/api/answer", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert events_bytes(toy) == before
+    assert answer(client, "e0p0", True).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pair_id": "e0p0", "same": "<script>alert(1)</script>", "annotator": "alice"},
+        {"pair_id": "e0p0", "same": True, "annotator": "alice", "<script>alert(1)</script>": 1},
+        {"pair_id": "<script>alert(1)</script>", "same": True, "annotator": "alice"},
+        {"pair_id": "e0p0", "same": True, "annotator": "<script>alert(1)</script>" * 20},
+    ],
+)
+def test_errors_never_repeat_what_the_request_sent(client: TestClient, toy: Toy, body: dict) -> None:
+    open_queue(toy)
+    response = client.post("/api/answer", json=body)
+    assert response.status_code in (404, 422), response.text
+    assert "script" not in response.text and "alert" not in response.text
+    response = client.get("/api/next", params={"annotator": "<script>" * 20})
+    assert response.status_code == 422 and "script" not in response.text
+    response = client.get("/api/image/<script>/a")
+    assert response.status_code == 404 and "script" not in response.text
+
+
+def test_the_icon_is_served_without_the_token(toy: Toy) -> None:
+    response = TestClient(create_app(toy.logs_dir, TOKEN)).get("/favicon.ico")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/x-icon"
+    assert response.content[:4] == b"\0\0\1\0"  # the ICO header
+    assert TestClient(create_app(toy.logs_dir, TOKEN)).get("/static/favicon.ico").status_code == 401

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -119,3 +120,56 @@ def test_human_select_for_the_training_loop_serves_the_page_in_process(toy: Toy)
         selector.close()
     with pytest.raises(httpx.TransportError):
         httpx.get(selector.url, timeout=2)
+
+
+# Issue 14, case 6: the training run's page link goes to a private file, the log gets the address at INFO.
+def test_the_training_side_keeps_the_token_out_of_the_log(toy: Toy, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import stat
+
+    selector = HumanSelect(toy.logs_dir, timeout=0.1)
+    log = AnnotationLog(toy.logs_dir / "annotations.jsonl")
+    try:
+        with caplog.at_level(logging.INFO, logger="spal"):
+            selector(
+                epoch=0, labels=toy.labels, features=toy.features, constraints=ConstraintGraph(toy.n),
+                budget=Budget(10), log=log, records=toy.records,
+            )  # fmt: skip
+        token = selector.url.split("token=")[1]
+        link = toy.logs_dir / "annotation" / "station-url"
+        assert link.read_text().strip() == selector.url
+        assert stat.S_IMODE(link.stat().st_mode) == 0o600
+        [record] = [r for r in caplog.records if "annotation page" in r.getMessage()]
+        assert record.levelname == "INFO"
+        assert selector.url.split("?")[0] in record.getMessage() and str(link) in record.getMessage()
+        assert token not in caplog.text
+    finally:
+        selector.close()
+
+
+def test_spal_annotate_starts_without_torch_or_faiss(toy: Toy, tmp_path: Path) -> None:
+    # -X importtime lists every module the command imports, on stderr (to a file: a pipe nobody reads fills up).
+    imports = tmp_path / "imports.txt"
+    with imports.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "spal", "annotate", "--logs-dir", str(toy.logs_dir),
+             "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            url = re.search(r"http://\S+", process.stdout.readline())
+            assert url, imports.read_text()[-2000:]
+            assert httpx.get(url.group(0)).status_code == 200
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    lines = [line for line in imports.read_text().splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines}
+    assert {"spal", "fastapi", "uvicorn"} <= imported
+    assert not imported & {"torch", "faiss", "torchvision"}

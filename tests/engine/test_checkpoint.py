@@ -43,14 +43,15 @@ def test_background_writes_land_in_order_and_the_caller_waits_only_for_the_copy(
     path = tmp_path / "checkpoint.pth"
     writer = BackgroundCheckpointer()
     weight = torch.zeros(3)
-    writer.submit({"epoch": 0, "w": weight}, path)
+    # A whole checkpoint (load_checkpoint refuses a file without model, config and epoch).
+    writer.submit({"epoch": 0, "config": {}, "model": {"w": weight}}, path)
     assert not path.exists()  # submit returned while the write still waits
     weight.fill_(7.0)  # the next epoch changes the weights: the queued checkpoint keeps epoch 0's
     release.set()
-    writer.submit({"epoch": 1, "w": weight}, path)  # waits for epoch 0's write first
+    writer.submit({"epoch": 1, "config": {}, "model": {"w": weight}}, path)  # waits for epoch 0's write first
     writer.close()
     saved = load_checkpoint(path)
-    assert saved["epoch"] == 1 and saved["w"].tolist() == [7.0, 7.0, 7.0]
+    assert saved["epoch"] == 1 and saved["model"]["w"].tolist() == [7.0, 7.0, 7.0]
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]  # no temporary file left behind
 
 
@@ -72,3 +73,18 @@ def test_snapshot_copies_cuda_tensors_to_the_host() -> None:
     copied = snapshot({"memory": live})
     live.zero_()
     assert copied["memory"].device.type == "cpu" and copied["memory"].tolist() == [1.0] * 4
+
+
+def test_a_background_write_leaves_no_temporary_file_and_stale_ones_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pth"
+    stale = tmp_path / ".checkpoint.pth.abc123.tmp"  # what a kill during an earlier write leaves
+    stale.write_bytes(b"half a checkpoint")
+    writer = BackgroundCheckpointer()
+    writer.submit({"epoch": 0, "config": {}, "model": {"w": torch.ones(2)}}, path)
+    writer.close()
+    assert checkpoint.remove_stale_temps(tmp_path) == [stale]
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]
+    assert load_checkpoint(path)["epoch"] == 0
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)

@@ -25,7 +25,7 @@ def test_default_is_bf16_on_cuda_and_fp32_elsewhere_and_a_given_one_wins() -> No
 
 def test_config_and_flag_accept_only_the_known_precisions() -> None:
     assert TrainConfig().precision is None
-    with pytest.raises(ValueError, match="precision='fp16'"):
+    with pytest.raises(ValueError, match="precision = 'fp16' must be one of bf16, fp32"):
         TrainConfig(precision="fp16")
     parser = build_parser()
     args = parser.parse_args(["train", "-d", "synthetic", "--precision", "fp32"])
@@ -106,3 +106,11 @@ def test_settings_saved_with_the_old_amp_switch_still_load() -> None:
     assert upgrade_saved_settings({"precision": None}) == {"precision": None}
     with pytest.raises(ValueError, match="unknown training settings: amp"):
         TrainConfig.from_dict(old)
+
+
+def test_resume_compares_an_old_amp_checkpoint_in_todays_keys() -> None:
+    old = {**TrainConfig().to_dict(), "amp": False}
+    del old["precision"]
+    # amp false trained in fp32: resuming it in fp32 is the same run, in bf16 a different one.
+    assert TrainConfig(precision="fp32").resume_differences(old) == []
+    assert TrainConfig(precision="bf16").resume_differences(old) == ["precision 'fp32' -> 'bf16'"]

@@ -160,8 +160,8 @@ def test_unknown_protocol_dataset_or_layout_lists_the_choices() -> None:
         (lambda d: d["train"].update(learning_rate=0.1), "unknown TrainConfig key(s) learning_rate"),
         (lambda d: d["train"].pop("k2"), "missing TrainConfig key(s) k2"),
         (lambda d: d["train"].update(selection="best"), "selection = 'best' must be one of dus, random"),
-        (lambda d: d["train"].update(budget="two"), "budget = 'two' must be a query count"),
-        (lambda d: d["train"].update(epochs=0), "epochs = 0 must be a positive integer"),
+        (lambda d: d["train"].update(budget="two"), "budget = 'two': write a whole number of pair queries"),
+        (lambda d: d["train"].update(epochs=0), "epochs = 0 must be >= 1"),
         (
             lambda d: d["datasets"]["synthetic"]["train"].update(colour=1),
             "datasets.synthetic: unknown TrainConfig",
@@ -169,7 +169,11 @@ def test_unknown_protocol_dataset_or_layout_lists_the_choices() -> None:
         (lambda d: d["ablation"][0].update(name="selection=dus"), "name it 'selection=random'"),
         (lambda d: d["ablation"][1]["overrides"].update(clustering="kmeans"), "ablation[1]: clustering"),
         (lambda d: d.pop("version"), "missing: version"),
-        (lambda d: d["train"].update(batch_size=30), "not a multiple of num_instances"),
+        (lambda d: d["train"].update(batch_size=30), "must be a multiple of num_instances"),
+        (lambda d: d["train"].update(momentum=1.5), "momentum = 1.5 must be >= 0 and <= 1"),
+        (lambda d: d["train"].update(k2=20), "k2 = 20 must not exceed k1 = 12"),
+        (lambda d: d["train"].update(temperature=0), "temperature = 0 must be > 0"),
+        (lambda d: d["sweep"]["budgets"].append("2N*"), "sweep: budget = '2N*'"),
     ],
 )
 def test_invalid_protocols_are_rejected(
