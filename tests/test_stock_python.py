@@ -51,7 +51,7 @@ def test_train_runs_without_the_optional_packages(tmp_path: Path) -> None:
 def test_the_blocker_really_blocks(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(
-        [sys.executable, "-c", _BLOCKED_RUN, json.dumps(["spal.engine.protocol"]), "train", "--epochs", "0",
+        [sys.executable, "-c", _BLOCKED_RUN, json.dumps(["spal.engine.protocol"]), "train", "--epochs", "1",
          "--data-dir", str(tmp_path / "d"), "--logs-dir", str(tmp_path / "l")],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
