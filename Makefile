@@ -34,8 +34,9 @@ test-browser:  ## install Chromium + Playwright's client when missing, then run 
 	@$(PY) -c "import playwright" 2>/dev/null || .venv/bin/pip install -q playwright
 	SPAL_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser tests/annotation
 
-lint:  ## ruff over the code and hadolint over the Dockerfile
+lint:  ## ruff (lint and format check) over the code and hadolint over the Dockerfile
 	.venv/bin/ruff check spal harness tests
+	.venv/bin/ruff format --check spal harness tests
 	.venv/bin/hadolint --failure-threshold error Dockerfile
 
 lint-docker:  ## hadolint at error level
@@ -49,7 +50,7 @@ bench-label:  ## the label phase at MSMT17 and Market-1501 size, figures to resu
 	$(PY) -m harness.bench.label_phase --size market1501
 
 bench: bench-eval bench-label  ## every timing benchmark (+ pytest-benchmark per step, + the training step)
-	$(PY) -m pytest tests/bench --benchmark-enable --benchmark-only \
+	$(PY) -m pytest tests/harness/bench --benchmark-enable --benchmark-only \
 		--benchmark-json results/bench/pytest-benchmark-$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')").json
 	$(PY) -m harness bench
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Any
 
 from harness.datacheck import EXPECTED_TREES, expected_tree_message, missing_paths
+from harness.flags import add_run_flags
 from spal.engine.config import CHOICES
 
 __all__ = ["run_command", "add_run_flags"]
@@ -38,19 +38,6 @@ def _expand_aliases(argv: list[str]) -> list[str]:
         else:
             out.append(word)
     return out
-
-
-def add_run_flags(parser: argparse.ArgumentParser, layouts_help: str) -> None:
-    """``--data-dir``, ``--layouts`` and ``--override``: the flags of every command that runs cells."""
-    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
-    parser.add_argument("--layouts", help=layouts_help)
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change one training setting of every run (recorded in the variant name)",
-    )
 
 
 def _matrix_parser(prog: str) -> argparse.ArgumentParser:

@@ -22,17 +22,16 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tabulate import tabulate
-
 from harness.paper import PAPER_DIR, load_tables
 from harness.protocols import ProtocolError, parse_variant
 from harness.stats import PairedComparison, mean_std, paired_comparison
+from harness.tables import Column, render
 
 __all__ = [
     "COMPARED_METRICS",
@@ -643,9 +642,7 @@ def cost_records(
                 "queries_mean": queries,
                 "queries_std": stats["queries_spent"].std,
                 "share_of_2n": queries / (2 * n) if queries is not None and n else None,
-                "share_of_pairs": queries / (n * (n - 1) / 2)
-                if queries is not None and n and n > 1
-                else None,
+                "share_of_pairs": queries / (n * (n - 1) / 2) if queries is not None and n and n > 1 else None,
                 "pairs_known_mean": stats["pairs_known"].mean,
                 "paper_queries": paper,
                 "paper_reference": paper_label,
@@ -676,9 +673,7 @@ def ablation_records(
     rows (with ``n_runs`` 0 where no run exists).
     """
     selected = {
-        k: v
-        for k, v in groups.items()
-        if k.dataset == dataset and k.layout == layout and "budget=" not in k.variant
+        k: v for k, v in groups.items() if k.dataset == dataset and k.layout == layout and "budget=" not in k.variant
     }
     records = []
     paper_table = tables.get("spal_ablation") if dataset in REAL_DATASETS else None
@@ -690,9 +685,7 @@ def ablation_records(
         variants = [k for k in selected if (k.protocol, k.version, k.arch) == (protocol, version, arch)]
         names = [k.variant for k in variants]
         if paper_table is not None:
-            names += [
-                r["variant"] for r in _paper_ablation_rows(paper_table, arch) if r["variant"] not in names
-            ]
+            names += [r["variant"] for r in _paper_ablation_rows(paper_table, arch) if r["variant"] not in names]
         names.sort(key=lambda v: (v != "full", v))
         full_runs = selected.get(GroupKey(dataset, layout, protocol, version, "full", arch), [])
         for name in names:
@@ -876,9 +869,7 @@ def cost_curve_points(
     is ``{"budget", "queries": Summary, "mAP": Summary, "rank1": Summary, "run_ids"}``.
     """
     selected = {
-        k: v
-        for k, v in groups.items()
-        if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
+        k: v for k, v in groups.items() if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
     }
     protocols = {k.protocol for k in selected}
     lines: dict[str, list[dict[str, Any]]] = {}
@@ -905,111 +896,78 @@ def cost_curve_points(
 # ---------------------------------------------------------------------------------------- table files
 
 
-def _formatted_comparison(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = [
-        "data set",
-        "protocol",
-        "variant",
-        "metric",
-        "reproduced",
-        "reference",
-        "value",
-        "difference",
-        "verdict",
-    ]
-    rows = [
-        [
-            r["dataset"],
-            f"{r['protocol']} v{r['version']}",
-            r["variant"],
-            r["metric"],
-            fmt_mean_std(Summary(r["reproduced_mean"], r["reproduced_std"], r["n_runs"])),
-            r["reference"],
-            fmt_paper(r["reference_value"]),
-            fmt_diff(r["difference"]),
-            r["verdict"],
-        ]
-        for r in records
-    ]
-    return headers, rows
+def _protocol(r: Mapping[str, Any]) -> str:
+    return f"{r['protocol']} v{r['version']}"
 
 
-def _formatted_reproduced(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = [
-        "data set",
-        "protocol",
-        "variant",
-        "arch",
-        "seeds",
-        "mAP",
-        "Rank-1",
-        "Rank-5",
-        "Rank-10",
-        "queries",
-    ]
-    rows = [
-        [
-            dataset_key(r["dataset"], r["layout"]),
-            f"{r['protocol']} v{r['version']}",
-            r["variant"],
-            str(r["arch"]),
-            str(r["n_runs"]),
-            *(
-                fmt_mean_std(Summary(r[f"{m}_mean"], r[f"{m}_std"], r["n_runs"]))
-                for m in ("mAP", "rank1", "rank5", "rank10")
-            ),
-            fmt_mean_std(Summary(r["queries_spent_mean"], r["queries_spent_std"], r["n_runs"]), integer=True),
-        ]
-        for r in records
-    ]
-    return headers, rows
+def _dataset(r: Mapping[str, Any]) -> str:
+    return dataset_key(r["dataset"], r["layout"])
 
 
-def _formatted_cost(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = [
-        "data set",
-        "protocol",
-        "variant",
-        "n",
-        "budget",
-        "queries spent",
-        "of 2n",
-        "of all pairs",
+def _summary(prefix: str, n_key: str = "n_runs", integer: bool = False) -> Callable[[Mapping[str, Any]], str]:
+    """The cell ``mean ± std`` of the record's ``<prefix>_mean`` and ``<prefix>_std``."""
+
+    def cell(r: Mapping[str, Any]) -> str:
+        n = len(r[n_key]) if isinstance(r[n_key], list) else r[n_key]
+        return fmt_mean_std(Summary(r[f"{prefix}_mean"], r[f"{prefix}_std"], n), integer=integer)
+
+    return cell
+
+
+#: The columns of ``results/tables/comparison.tex``: a reproduced metric against the paper's value.
+COMPARISON_COLUMNS = [
+    Column("data set", lambda r: r["dataset"]),
+    Column("protocol", _protocol),
+    Column("variant", lambda r: r["variant"]),
+    Column("metric", lambda r: r["metric"]),
+    Column("reproduced", _summary("reproduced")),
+    Column("reference", lambda r: r["reference"]),
+    Column("value", lambda r: fmt_paper(r["reference_value"])),
+    Column("difference", lambda r: fmt_diff(r["difference"])),
+    Column("verdict", lambda r: r["verdict"]),
+]
+
+#: The columns of ``results/tables/reproduced.tex``: every group's metrics over its seeds.
+REPRODUCED_COLUMNS = [
+    Column("data set", _dataset),
+    Column("protocol", _protocol),
+    Column("variant", lambda r: r["variant"]),
+    Column("arch", lambda r: str(r["arch"])),
+    Column("seeds", lambda r: str(r["n_runs"])),
+    *(
+        Column(label, _summary(m))
+        for m, label in (("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"))
+    ),  # fmt: skip
+    Column("queries", _summary("queries_spent", integer=True)),
+]
+
+#: The columns of ``results/tables/cost.tex``: the queries spent against the budget and the paper's count.
+COST_COLUMNS = [
+    Column("data set", _dataset),
+    Column("protocol", _protocol),
+    Column("variant", lambda r: r["variant"]),
+    Column("n", lambda r: fmt_int(r["n"])),
+    Column("budget", lambda r: fmt_int(r["budget"])),
+    Column("queries spent", _summary("queries", n_key="run_ids", integer=True)),
+    Column("of 2n", lambda r: fmt_share(r["share_of_2n"])),
+    Column("of all pairs", lambda r: fmt_share(r["share_of_pairs"])),
+    Column(
         "paper",
-    ]
-    rows = [
-        [
-            dataset_key(r["dataset"], r["layout"]),
-            f"{r['protocol']} v{r['version']}",
-            r["variant"],
-            fmt_int(r["n"]),
-            fmt_int(r["budget"]),
-            fmt_mean_std(Summary(r["queries_mean"], r["queries_std"], len(r["run_ids"])), integer=True),
-            fmt_share(r["share_of_2n"]),
-            fmt_share(r["share_of_pairs"]),
-            fmt_paper(r["paper_queries"]) if r["dataset"] in REAL_DATASETS else "not compared (synthetic)",
-        ]
-        for r in records
-    ]
-    return headers, rows
+        lambda r: fmt_paper(r["paper_queries"]) if r["dataset"] in REAL_DATASETS else "not compared (synthetic)",
+    ),
+]
 
-
-def _formatted_paired(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["data set", "protocol", "comparison", "metric", "seeds", "a - b", "p", "verdict"]
-    rows = [
-        [
-            dataset_key(r["dataset"], r["layout"]),
-            f"{r['protocol']} v{r['version']}",
-            r["comparison"],
-            r["metric"] or "-",
-            " ".join(map(str, r["seeds"] or [])) or "-",
-            fmt_paired(r["mean"], r["low"], r["high"]),
-            fmt_p(r["p_value"]),
-            r["verdict"] or r["note"],
-        ]
-        for r in records
-    ]
-    return headers, rows
+#: The columns of ``results/tables/paired.tex``: paired differences over seeds.
+PAIRED_COLUMNS = [
+    Column("data set", _dataset),
+    Column("protocol", _protocol),
+    Column("comparison", lambda r: r["comparison"]),
+    Column("metric", lambda r: r["metric"] or "-"),
+    Column("seeds", lambda r: " ".join(map(str, r["seeds"] or [])) or "-"),
+    Column("a - b", lambda r: fmt_paired(r["mean"], r["low"], r["high"])),
+    Column("p", lambda r: fmt_p(r["p_value"])),
+    Column("verdict", lambda r: r["verdict"] or r["note"]),
+]
 
 
 def _csv_value(value: Any) -> Any:
@@ -1046,19 +1004,17 @@ def write_tables(results_dir: Path | str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     builders = {
-        "reproduced": (reproduced_records(groups), _formatted_reproduced),
-        "comparison": (comparison_records(groups, tables), _formatted_comparison),
-        "cost": (cost_records(groups, tables), _formatted_cost),
-        "paired": (paired_records(groups), _formatted_paired),
+        "reproduced": (reproduced_records(groups), REPRODUCED_COLUMNS),
+        "comparison": (comparison_records(groups, tables), COMPARISON_COLUMNS),
+        "cost": (cost_records(groups, tables), COST_COLUMNS),
+        "paired": (paired_records(groups), PAIRED_COLUMNS),
     }
-    for name, (records, formatter) in builders.items():
+    for name, (records, columns) in builders.items():
         csv_path = out / f"{name}.csv"
         _write_csv(csv_path, records)
-        headers, rows = formatter(records)
         tex_path = out / f"{name}.tex"
-        if rows:
-            latex = tabulate(rows, headers=headers, tablefmt="latex_booktabs", disable_numparse=True)
-            tex_path.write_text(latex + "\n")
+        if records:
+            tex_path.write_text(render(columns, records, "latex_booktabs") + "\n")
         else:
             # tabulate cannot infer a column specification from no rows; an empty tabular would not compile.
             tex_path.write_text(f"% {name}: no complete runs yet\n")

@@ -1,44 +1,54 @@
 """Is the data set where the protocol expects it? Checked first, before torch is even imported.
 
-Only the standard library is used here, so ``make reproduce`` without data exits within a second with the tree
-to create instead of a traceback from deep inside training.
+The layouts come from :mod:`spal.datasets` (which needs numpy, not torch), so ``make reproduce`` without data
+exits within a second with the tree to create instead of a traceback from deep inside training.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from spal.datasets import market1501, msmt17
+
 __all__ = ["EXPECTED_TREES", "missing_paths", "expected_tree_message"]
 
+# What a newcomer sees after "unpack it so that ... holds:": the layout with sizes and example names.
+_EXAMPLE_TREES = {
+    market1501.NAME: [
+        "market1501/",
+        "  Market-1501-v15.09.15/",
+        "    bounding_box_train/   12,936 images  0002_c1s1_000451_03.jpg ...",
+        "    query/                 3,368 images",
+        "    bounding_box_test/    19,732 images (incl. -1_* junk and 0000_* distractors)",
+    ],
+    msmt17.NAME: [
+        "msmt17/",
+        "  MSMT17_V1/",
+        "    train/               0000/0000_000_01_0303morning_0015_0.jpg ...",
+        "    test/                0000/... (query and gallery images)",
+        "    list_train.txt       '<path> <label>' per line, paths relative to train/",
+        "    list_val.txt",
+        "    list_query.txt       paths relative to test/",
+        "    list_gallery.txt",
+    ],
+}
+
+#: data set -> its folder under the data dir (``root``), the image folders and list files in it, where to
+#: download it and the tree to show.
 EXPECTED_TREES: dict[str, dict[str, object]] = {
-    "market1501": {
-        "root": "market1501/Market-1501-v15.09.15",
-        "dirs": ["bounding_box_train", "query", "bounding_box_test"],
+    market1501.NAME: {
+        "root": Path(market1501.RELATIVE_DIR).as_posix(),
+        "dirs": list(market1501.FOLDERS.values()),
         "files": [],
-        "download": "https://zheng-lab-anu.github.io/Project/project_reid.html",
-        "tree": [
-            "market1501/",
-            "  Market-1501-v15.09.15/",
-            "    bounding_box_train/   12,936 images  0002_c1s1_000451_03.jpg ...",
-            "    query/                 3,368 images",
-            "    bounding_box_test/    19,732 images (incl. -1_* junk and 0000_* distractors)",
-        ],
+        "download": market1501.DOWNLOAD_URL,
+        "tree": _EXAMPLE_TREES[market1501.NAME],
     },
-    "msmt17": {
-        "root": "msmt17/MSMT17_V1",
-        "dirs": ["train", "test"],
-        "files": ["list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"],
-        "download": "https://www.pkuvmc.com/dataset.html",
-        "tree": [
-            "msmt17/",
-            "  MSMT17_V1/",
-            "    train/               0000/0000_000_01_0303morning_0015_0.jpg ...",
-            "    test/                0000/... (query and gallery images)",
-            "    list_train.txt       '<path> <label>' per line, paths relative to train/",
-            "    list_val.txt",
-            "    list_query.txt       paths relative to test/",
-            "    list_gallery.txt",
-        ],
+    msmt17.NAME: {
+        "root": Path(msmt17.RELATIVE_DIR).as_posix(),
+        "dirs": list(msmt17.FOLDERS),
+        "files": [name for names, _ in msmt17.LISTS.values() for name in names],
+        "download": msmt17.DOWNLOAD_URL,
+        "tree": _EXAMPLE_TREES[msmt17.NAME],
     },
 }
 

@@ -37,8 +37,7 @@ def verdict_text(spal: dict[str, Any], zero: dict[str, Any], seed: int) -> str:
         reading = f"on this seed the {spal['queries_spent']} answered pairs raised mAP by {gap:.2f} points"
     elif gap < 0:
         reading = (
-            f"on this seed SPAL ended {-gap:.2f} points BELOW the run without labels: the answers did not help "
-            "here"
+            f"on this seed SPAL ended {-gap:.2f} points BELOW the run without labels: the answers did not help here"
         )
     else:
         reading = "on this seed the answers changed nothing"

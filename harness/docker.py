@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import codecs
 import os
-import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from harness.datacheck import EXPECTED_TREES, expected_tree_message, missing_paths
+from harness.environment import git_state
 from spal.engine.config import CHOICES
 
 __all__ = [
@@ -80,20 +80,13 @@ def repo_root() -> Path:
 def git_revision(root: Path) -> tuple[str, str]:
     """``(commit, dirty)`` of the checkout at ``root`` for the image's build arguments.
 
-    ``commit`` is the full hex SHA and ``dirty`` is ``"true"`` or ``"false"``; both are ``"unknown"`` when
-    ``root`` is not a git checkout or git is missing. The image has no ``.git``, so this is how the runs made
-    in it still record the commit they were built from.
+    :func:`harness.environment.git_state` as strings: ``commit`` is the full hex SHA and ``dirty`` is
+    ``"true"`` or ``"false"`` (so the runs made in the image record what they would record outside it); each
+    is ``"unknown"`` where git cannot tell. The image has no ``.git``, so this is how the runs made in it
+    still record the commit they were built from.
     """
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", "unknown"
-    return commit, "true" if status.strip() else "false"
+    sha, dirty = git_state(root)
+    return sha or "unknown", "unknown" if dirty is None else str(dirty).lower()
 
 
 def _one_line(error: BaseException) -> str:
@@ -110,9 +103,7 @@ def connect() -> Any:
     try:
         import docker
     except ImportError as error:
-        raise DockerUnavailable(
-            "the Docker SDK for Python is not installed (pip install -e '.[docker]')"
-        ) from error
+        raise DockerUnavailable("the Docker SDK for Python is not installed (pip install -e '.[docker]')") from error
     try:
         client = docker.from_env()
         client.ping()

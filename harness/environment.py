@@ -65,9 +65,7 @@ _PROBE_TIMEOUT_S = 20
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     """stdout of ``cmd`` when it exits 0, else ``None`` (missing tool, failure or timeout)."""
     try:
-        done = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False
-        )
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         logger.debug("%s failed: %s", cmd[0], err)
         return None

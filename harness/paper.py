@@ -88,9 +88,7 @@ def _validate_row(where: str, row: Any, datasets: Sequence[str], metrics: Sequen
     allowed = set(_ROW_TEXT_KEYS) | {"status"} | set(datasets)
     unknown = sorted(set(row) - allowed)
     if unknown:
-        raise PaperTableError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
+        raise PaperTableError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
     for key in _ROW_TEXT_KEYS:
         if key in row and not (isinstance(row[key], str) and row[key]):
             raise PaperTableError(f"{where}: {key} must be a non-empty string")
@@ -112,8 +110,7 @@ def _validate_row(where: str, row: Any, datasets: Sequence[str], metrics: Sequen
                 raise PaperTableError(f"{where}: {dataset}.{metric} = {value!r} must be a number or null")
             if metric in RATE_METRICS and not 0 <= value <= 100:
                 raise PaperTableError(
-                    f"{where}: {dataset}.{metric} = {value} is not a percentage in [0, 100] "
-                    "(write 73.1, not 0.731)"
+                    f"{where}: {dataset}.{metric} = {value} is not a percentage in [0, 100] (write 73.1, not 0.731)"
                 )
             if metric in COST_METRICS and value < 0:
                 raise PaperTableError(f"{where}: {dataset}.{metric} = {value} must be >= 0")
@@ -163,9 +160,7 @@ def validate_table(name: str, table: Any, where: str | None = None) -> None:
     metrics = table["metrics"]
     allowed_metrics = RATE_METRICS + COST_METRICS
     if not (isinstance(metrics, list) and metrics and set(metrics) <= set(allowed_metrics)):
-        raise PaperTableError(
-            f"{where}: metrics must be a non-empty list drawn from {', '.join(allowed_metrics)}"
-        )
+        raise PaperTableError(f"{where}: metrics must be a non-empty list drawn from {', '.join(allowed_metrics)}")
     if not (isinstance(table["rows"], list) and table["rows"]):
         raise PaperTableError(f"{where}: rows must be a non-empty list")
     seen: dict[tuple[str, str | None, str | None], int] = {}
@@ -215,9 +210,7 @@ def find_rows(table: Mapping[str, Any], key: str, arch: str | None = None) -> li
     ]
 
 
-def paper_value(
-    table: Mapping[str, Any], key: str, dataset: str, metric: str, arch: str | None = None
-) -> float | None:
+def paper_value(table: Mapping[str, Any], key: str, dataset: str, metric: str, arch: str | None = None) -> float | None:
     """The value of ``metric`` on ``dataset`` in the row of ``table`` named ``key`` (a method or a variant).
 
     Returns:
@@ -228,19 +221,13 @@ def paper_value(
             such data set or metric; the message lists what the table holds.
     """
     if dataset not in table["datasets"]:
-        raise KeyError(
-            f"table {table['table']!r} has no data set {dataset!r}; it has {', '.join(table['datasets'])}"
-        )
+        raise KeyError(f"table {table['table']!r} has no data set {dataset!r}; it has {', '.join(table['datasets'])}")
     if metric not in table["metrics"]:
-        raise KeyError(
-            f"table {table['table']!r} has no metric {metric!r}; it has {', '.join(table['metrics'])}"
-        )
+        raise KeyError(f"table {table['table']!r} has no metric {metric!r}; it has {', '.join(table['metrics'])}")
     rows = find_rows(table, key, arch)
     if len(rows) != 1:
         names = ", ".join(
-            sorted(
-                {r["method"] for r in table["rows"]} | {r["variant"] for r in table["rows"] if "variant" in r}
-            )
+            sorted({r["method"] for r in table["rows"]} | {r["variant"] for r in table["rows"] if "variant" in r})
         )
         problem = "no row" if not rows else f"{len(rows)} rows (pass arch= to choose one)"
         raise KeyError(f"table {table['table']!r}: {problem} for {key!r}; rows: {names}")

@@ -21,8 +21,18 @@ _DPI = 110
 _BOUND_STYLE = {"no labels": "--", "all labels": ":"}
 _BOUND_COLOURS = ("tab:green", "tab:olive", "tab:cyan", "tab:purple", "tab:brown", "tab:pink", "tab:grey")
 # Lines a figure can tell apart: ten colours, then the same colours with another dash pattern.
-_LINE_COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:pink",
-                 "tab:grey", "tab:olive", "tab:cyan")
+_LINE_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:red",
+    "tab:green",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:grey",
+    "tab:olive",
+    "tab:cyan",
+)
 _LINE_STYLES = ("-", "--", ":", "-.")
 _BAND_ALPHA = 0.15
 

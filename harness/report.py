@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
+from harness.bench.headlines import HEADLINE_COLUMNS, headline_of
 from harness.compare import (
     NA_PAPER,
     PAPER_BN_BATCH,
@@ -64,6 +63,7 @@ from harness.compare import (
 )
 from harness.environment import tracked_files
 from harness.plots import plot_cost_curve, plot_training_curves
+from harness.tables import render_rows
 
 __all__ = ["build_report", "main", "write_report"]
 
@@ -101,17 +101,8 @@ class _Inputs:
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; cells are shown verbatim (no number parsing), pipes escaped."""
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    return tabulate(
-        [[cell(v) for v in row] for row in rows],
-        headers=[cell(h) for h in headers],
-        tablefmt="github",
-        disable_numparse=True,
-    )
+    """A GitHub Markdown table (see :func:`harness.tables.render_rows`)."""
+    return render_rows(headers, rows, "github")
 
 
 def _dataset_name(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> str:
@@ -184,10 +175,10 @@ def _load_bench(results: Path, problems: list[str]) -> list[tuple[str, list[dict
         if isinstance(data, list):
             records = [_flatten(item) for item in data if isinstance(item, dict)]
         elif isinstance(data, dict):
+            # The benchmark's headline is the Benchmarks table itself; the details list what it measured.
+            data = {k: v for k, v in data.items() if k != "headline"}
             nested = {
-                k: v
-                for k, v in data.items()
-                if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
+                k: v for k, v in data.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
             }
             if nested:
                 meta = _flatten({k: v for k, v in data.items() if k not in nested})
@@ -464,8 +455,7 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
     lines = [
         "## Runs on synthetic data (never compared with the paper)",
         "",
-        "Generated images check that the pipeline works end to end; their numbers say nothing about the "
-        "paper's.",
+        "Generated images check that the pipeline works end to end; their numbers say nothing about the paper's.",
         "",
     ]
     groups = {k: v for k, v in inputs.groups.items() if k.dataset not in REAL_DATASETS}
@@ -497,8 +487,19 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
 def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
     records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
     real = dataset in REAL_DATASETS
-    headers = ["protocol", "variant", "n (seeds)", "queries spent", "mAP", "Δ mAP vs full [95 % interval]",
-               "p (mAP)", "Rank-1", "Δ Rank-1 vs full [95 % interval]", "p (Rank-1)", "verdict (mAP)"]
+    headers = [
+        "protocol",
+        "variant",
+        "n (seeds)",
+        "queries spent",
+        "mAP",
+        "Δ mAP vs full [95 % interval]",
+        "p (mAP)",
+        "Rank-1",
+        "Δ Rank-1 vs full [95 % interval]",
+        "p (Rank-1)",
+        "verdict (mAP)",
+    ]
     if real:
         headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]
     headers.append("runs")
@@ -639,8 +640,7 @@ def _paired_section(inputs: _Inputs) -> list[str]:
         if body:
             lines += [_md_table(headers, body), ""]
         lines += [
-            f"- {_protocol_cell(r['protocol'], r['version'])} / {r['arch'] or 'n/a'}: {r['comparison']}: "
-            f"{r['note']}."
+            f"- {_protocol_cell(r['protocol'], r['version'])} / {r['arch'] or 'n/a'}: {r['comparison']}: {r['note']}."
             for r in mine
             if r["metric"] is None
         ]
@@ -672,9 +672,7 @@ def _curve_inputs(
 
 def _curve_keys(inputs: _Inputs) -> list[tuple[str, str | None]]:
     """The data sets with a cost curve: both real ones always, generated layouts with runs."""
-    return [(d, None) for d in REAL_DATASETS] + [
-        ("synthetic", layout) for layout in _synthetic_layouts(inputs)
-    ]
+    return [(d, None) for d in REAL_DATASETS] + [("synthetic", layout) for layout in _synthetic_layouts(inputs)]
 
 
 def _cost_curve_section(inputs: _Inputs) -> list[str]:
@@ -760,69 +758,6 @@ def _training_section(inputs: _Inputs) -> list[str]:
     return lines
 
 
-def _dig(data: Mapping[str, Any], *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping) or key not in data:
-            return None
-        data = data[key]
-    return data
-
-
-def bench_headlines(name: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The figures a reader looks for in one ``results/bench`` file: what was measured, against which baseline
-    measured in the same run, the ratio, peak memory, the machine. Unknown layouts give no headline."""
-    machine = _dig(data, "machine", "gpu") or _dig(data, "machine", "cpu_model") or _dig(data, "machine", "cpu")
-    commit = _dig(data, "provenance", "git_commit") or data.get("git_commit")
-    base = {"file": name, "machine": machine, "commit": (commit or "")[:7]}
-    if name.startswith("evaluation-"):
-        wall = _dig(data, "timing", "wall_s")
-        baseline = _dig(data, "baseline", "naive_full_sort_extrapolated_s")
-        peak = _dig(data, "memory", "peak_rss_during_evaluate_mb") or _dig(data, "memory", "process_peak_rss_mb")
-        return [{**base, "what": f"evaluate ({data.get('size')}, {data.get('device')})", "measured": f"{wall:.1f} s",
-                 "baseline (same run)": f"full sort of every row: {baseline:.1f} s",
-                 "ratio": f"{baseline / wall:.2f}x faster", "peak memory": f"{peak:.0f} MB"}]
-    if name.startswith("label-phase-"):
-        timing = data.get("timing", {})
-        row = {**base, "what": f"label phase ({data.get('size')}, {data.get('device')})",
-               "measured": f"{timing.get('label_phase_s', float('nan')):.1f} s",
-               "baseline (same run)": f"bare faiss k-NN (k = k1): {timing.get('knn_baseline_s', float('nan')):.1f} s",
-               "ratio": f"{timing.get('label_phase_over_knn', float('nan')):.2f}x the k-NN",
-               "peak memory": f"{_dig(data, 'memory', 'label_phase_process_peak_rss_mb') or float('nan'):.0f} MB"}
-        rows = [row]
-        dense = data.get("dense_reference")
-        if isinstance(dense, Mapping) and dense.get("dense_reference_s"):
-            rows.append({**base, "what": f"Jaccard distance ({data.get('size')}, {data.get('device')})",
-                         "measured": f"{dense['jaccard_s']:.1f} s",
-                         "baseline (same run)": f"dense reference: {dense['dense_reference_s']:.1f} s",
-                         "ratio": f"{dense['dense_over_jaccard']:.2f}x faster",
-                         "peak memory": f"dense: {dense.get('dense_reference_peak_rss_mb') or float('nan'):.0f} MB"})
-        return rows
-    if name.startswith("train-step-"):
-        peak = (f"{data['peak_gpu_memory_gib']} GiB GPU" if data.get("peak_gpu_memory_gib") is not None
-                else f"{data.get('peak_rss_mib') or float('nan'):.0f} MB")
-        flops = f", {data['train_tflops_per_s']} TFLOP/s" if data.get("train_tflops_per_s") else ""
-        return [{**base, "what": f"training step ({data.get('arch')}, {'x'.join(map(str, data.get('input', [])))}, "
-                 f"batch {data.get('batch_size')}, bn_groups {data.get('bn_groups')})",
-                 "measured": f"{data.get('train_images_per_s')} img/s{flops}",
-                 "baseline (same run)": f"extraction: {data.get('extract_images_per_s')} img/s",
-                 "ratio": f"{data.get('ratio_train_to_extract_time_per_image')}x the time per image",
-                 "peak memory": peak}]
-    if name.startswith("gpu-protocol-"):
-        ratio = data.get("ratio")
-        return [{**base, "machine": data.get("device"), "what": "training step of the paper protocol (MSMT17 size)",
-                 "measured": f"{data.get('train_img_s')} img/s",
-                 "baseline (same run)": f"CUDA-graph ceiling: {data.get('ceiling_img_s')} img/s",
-                 "ratio": "n/a" if ratio is None else f"{ratio:.1%} of the ceiling", "peak memory": ""}]  # fmt: skip
-    if name.startswith("pytest-benchmark") and isinstance(data.get("benchmarks"), list):
-        info = data.get("machine_info", {})
-        machine = _dig(info, "cpu", "brand_raw") or info.get("processor")
-        commit = _dig(data, "commit_info", "id") or ""
-        return [{"file": name, "machine": machine, "commit": commit[:7], "what": b.get("name"),
-                 "measured": f"{_dig(b, 'stats', 'mean'):.4f} s (mean of {_dig(b, 'stats', 'rounds')})",
-                 "baseline (same run)": "", "ratio": "", "peak memory": ""} for b in data["benchmarks"]]
-    return []
-
-
 def _seconds(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.2f} s"
 
@@ -845,21 +780,39 @@ def gpu_protocol_section(records: Sequence[tuple[str, Mapping[str, Any]]]) -> li
             "",
             _md_table(
                 ["epoch", "label phase", "train", "evaluation", "checkpoint"],
-                [[p.get("epoch"), _seconds(p.get("label_phase_s")), _seconds(p.get("train_s")),
-                  _seconds(p.get("evaluation_s")), _seconds(p.get("checkpoint_s"))]
-                 for p in data.get("per_epoch", [])],
+                [
+                    [
+                        p.get("epoch"),
+                        _seconds(p.get("label_phase_s")),
+                        _seconds(p.get("train_s")),
+                        _seconds(p.get("evaluation_s")),
+                        _seconds(p.get("checkpoint_s")),
+                    ]
+                    for p in data.get("per_epoch", [])
+                ],
             ),  # fmt: skip
             "",
             _md_table(
                 ["goal", "measured", "target", ""],
                 [
-                    ["50-epoch protocol (projected)", _seconds(data.get("projected_total_s")),
-                     f"<= {targets.get('projected_total_s')} s", verdict["projected_total_s"]],
-                    ["training step vs CUDA-graph ceiling",
-                     "n/a" if ratio is None else f"{ratio:.1%} ({data.get('train_img_s')} of {ceiling} img/s)",
-                     f">= {targets.get('ratio', 0):.0%}", verdict["ratio"]],
-                    ["label phase an epoch", _seconds(data.get("label_phase_s")),
-                     f"<= {targets.get('label_phase_s')} s", verdict["label_phase_s"]],
+                    [
+                        "50-epoch protocol (projected)",
+                        _seconds(data.get("projected_total_s")),
+                        f"<= {targets.get('projected_total_s')} s",
+                        verdict["projected_total_s"],
+                    ],
+                    [
+                        "training step vs CUDA-graph ceiling",
+                        "n/a" if ratio is None else f"{ratio:.1%} ({data.get('train_img_s')} of {ceiling} img/s)",
+                        f">= {targets.get('ratio', 0):.0%}",
+                        verdict["ratio"],
+                    ],
+                    [
+                        "label phase an epoch",
+                        _seconds(data.get("label_phase_s")),
+                        f"<= {targets.get('label_phase_s')} s",
+                        verdict["label_phase_s"],
+                    ],
                 ],
             ),  # fmt: skip
             "",
@@ -888,12 +841,12 @@ def _bench_section(inputs: _Inputs) -> list[str]:
     skipped: list[str] = []
     for name, _, _ in inputs.bench:
         try:
-            headlines += bench_headlines(name, json.loads((inputs.results / "bench" / name).read_text()))
+            headlines += headline_of(name, json.loads((inputs.results / "bench" / name).read_text()))
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            # A file of another layout than bench_headlines knows: say so, and keep its full record below.
+            # A file without its headline that lacks a figure its benchmark writes: say so, keep its record below.
             skipped.append(f"- `results/bench/{name}`: no headline ({type(err).__name__}: {err})")
     if headlines:
-        columns = ["what", "measured", "baseline (same run)", "ratio", "peak memory", "machine", "commit", "file"]
+        columns = list(HEADLINE_COLUMNS)
         lines += ["Each figure with the baseline measured in the same run (see the file for the full record).", ""]
         lines += [_md_table(columns, [[_bench_cell(h.get(c)) for c in columns] for h in headlines]), ""]
     if skipped:
@@ -1014,11 +967,7 @@ def _runs_section(inputs: _Inputs) -> list[str]:
                 status = "complete"
             else:
                 epochs = [m.get("epoch") for m in run.metrics if m.get("epoch") is not None]
-                status = (
-                    f"incomplete (last epoch logged: {max(epochs)})"
-                    if epochs
-                    else "incomplete (no epoch logged)"
-                )
+                status = f"incomplete (last epoch logged: {max(epochs)})" if epochs else "incomplete (no epoch logged)"
             bn_batch, bn_text = _run_bn_batch(run)
             world = run.set_key.world_size
             body.append(

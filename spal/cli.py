@@ -377,9 +377,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     # Every metric is a percentage but num_valid_queries, a count of queries: the unit goes with each row.
-    rows = [
-        [f"{k} (count)", v] if isinstance(v, int) else [f"{k} (%)", f"{v:.2f}"] for k, v in result.items()
-    ]
+    rows = [[f"{k} (count)", v] if isinstance(v, int) else [f"{k} (%)", f"{v:.2f}"] for k, v in result.items()]
     sys.stdout.write(tabulate(rows, headers=["metric", "value"], tablefmt="github") + "\n")
     return 0
 

@@ -9,8 +9,14 @@ from pathlib import Path
 
 
 def _spal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spal", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "spal", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_train_help_lists_the_architectures(tmp_path: Path) -> None:
@@ -22,8 +28,9 @@ def test_train_help_lists_the_architectures(tmp_path: Path) -> None:
 
 
 def test_missing_real_data_set_is_one_clear_error(tmp_path: Path) -> None:
-    done = _spal("train", "-d", "market1501", "--data-dir", str(tmp_path), "--logs-dir", str(tmp_path / "l"),
-                 cwd=tmp_path)
+    done = _spal(
+        "train", "-d", "market1501", "--data-dir", str(tmp_path), "--logs-dir", str(tmp_path / "l"), cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert str(tmp_path / "market1501" / "Market-1501-v15.09.15") in done.stderr
@@ -39,16 +46,37 @@ def test_bad_flag_value_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_pretrained_file_names_it(tmp_path: Path) -> None:
-    done = _spal("train", "-d", "synthetic", "--data-dir", str(tmp_path / "d"), "--logs-dir", str(tmp_path / "l"),
-                 "--pretrained", str(tmp_path / "resnet50.pth"), cwd=tmp_path)
+    done = _spal(
+        "train",
+        "-d",
+        "synthetic",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--logs-dir",
+        str(tmp_path / "l"),
+        "--pretrained",
+        str(tmp_path / "resnet50.pth"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "resnet50.pth" in done.stderr
 
 
 def test_resnet50_without_imagenet_weights_stops_before_any_work(tmp_path: Path) -> None:
-    done = _spal("train", "-d", "synthetic", "-a", "resnet50", "--data-dir", str(tmp_path / "d"),
-                 "--logs-dir", str(tmp_path / "l"), cwd=tmp_path, env={"TORCH_HOME": str(tmp_path / "th")})
+    done = _spal(
+        "train",
+        "-d",
+        "synthetic",
+        "-a",
+        "resnet50",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--logs-dir",
+        str(tmp_path / "l"),
+        cwd=tmp_path,
+        env={"TORCH_HOME": str(tmp_path / "th")},
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if "ERROR" in x]
@@ -58,8 +86,21 @@ def test_resnet50_without_imagenet_weights_stops_before_any_work(tmp_path: Path)
 
 
 def test_synth_writes_the_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
-    args = ("synth", "--layout", "msmt17", "--out", str(tmp_path / "d"), "--num-ids", "8", "--images-per-id", "4",
-            "--height", "32", "--width", "16")
+    args = (
+        "synth",
+        "--layout",
+        "msmt17",
+        "--out",
+        str(tmp_path / "d"),
+        "--num-ids",
+        "8",
+        "--images-per-id",
+        "4",
+        "--height",
+        "32",
+        "--width",
+        "16",
+    )
     assert _spal(*args, cwd=tmp_path).returncode == 0
     assert (tmp_path / "d" / "msmt17" / "MSMT17_V1" / "list_gallery.txt").is_file()
     again = _spal(*args, cwd=tmp_path)

@@ -113,9 +113,7 @@ def test_volumes_environment_and_non_root_user(parsed: dockerfile_parse.Dockerfi
     assert users, "no USER: the container would run as root"
     assert users[-1].split(":")[0] not in ("root", "0")
     last_user = max(i for i, item in enumerate(parsed.structure) if item["instruction"] == "USER")
-    assert all(item["instruction"] != "RUN" for item in parsed.structure[last_user:]), (
-        "RUN after the last USER"
-    )
+    assert all(item["instruction"] != "RUN" for item in parsed.structure[last_user:]), "RUN after the last USER"
 
 
 def test_dockerignore_keeps_data_environments_and_runs_out() -> None:

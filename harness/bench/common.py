@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from harness.bench.headlines import Headline
+
 __all__ = [
     "proc_status_mb",
     "reset_peak_rss",
@@ -83,10 +85,12 @@ def load_note(before: tuple[float, ...], after: tuple[float, ...]) -> str:
     )
 
 
-def write_record(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` (default ``results/bench/``) and return its path."""
+def write_record(name: str, payload: dict[str, Any], headline: Headline, out_dir: Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` (default ``results/bench/``) with the benchmark's ``headline`` of it
+    (:mod:`harness.bench.headlines`, what the report shows) and return its path."""
     folder = Path(out_dir) if out_dir is not None else BENCH_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    record = {**payload, "headline": headline(path.name, payload)}
+    path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path

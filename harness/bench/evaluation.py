@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss, write_record
+from harness.bench.headlines import evaluation_headline
 from spal.evaluation import evaluate
 
 __all__ = ["main"]
@@ -76,9 +77,7 @@ GEMM_PROBE_ROWS = 512
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (0)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.bench.evaluation", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.evaluation", description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="msmt17")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results/bench"), help="folder of the JSON result")
@@ -136,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provenance": provenance(),
         "notes": f"{args.notes.strip()} {load_note(load_before, os.getloadavg())}".strip(),
     }
-    path = write_record(f"evaluation-{args.size}-{args.device}", result, args.out)
+    path = write_record(f"evaluation-{args.size}-{args.device}", result, evaluation_headline, args.out)
     sys.stdout.write(
         f"evaluate {args.size} on {args.device}: {seconds['wall_s']:.1f} s, "
         f"peak RSS {memory['peak_rss_during_evaluate_mb'] or memory['process_peak_rss_mb']:.0f} MB, "
@@ -176,9 +175,7 @@ def make_labels(size: Size, rng: np.random.Generator) -> list[np.ndarray]:
     return [query_pids, gallery_pids[order], query_cams, gallery_cams[order]]
 
 
-def make_features(
-    size: Size, labels: list[np.ndarray], generator: torch.Generator
-) -> tuple[torch.Tensor, ...]:
+def make_features(size: Size, labels: list[np.ndarray], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """``(num_query, dims)`` and ``(num_gallery, dims)`` L2-normalised float32 features, built in row blocks
     so that no temporary is larger than a block.
 
@@ -258,9 +255,7 @@ def _baseline(
 ) -> dict[str, object]:
     subset = min(size.baseline_queries, size.num_query)
     sub_labels = [labels[0][:subset], labels[1], labels[2][:subset], labels[3]]
-    naive_seconds, naive_metrics = _timed(
-        lambda: naive_full_sort(query[:subset], gallery, sub_labels), device
-    )
+    naive_seconds, naive_metrics = _timed(lambda: naive_full_sort(query[:subset], gallery, sub_labels), device)
     own_seconds, own_metrics = _timed(lambda: evaluate(query[:subset], gallery, *sub_labels), device)
     scale = size.num_query / subset
     agree = all(abs(naive_metrics[key] - own_metrics[key]) < 1e-6 for key in naive_metrics)

@@ -336,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from harness.bench.common import machine, provenance, write_record
+    from harness.bench.headlines import gpu_protocol_headline
     from spal.engine.config import TrainConfig
     from spal.engine.protocol import run_training
 
@@ -388,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "provenance": env,
         },
     )
-    path = write_record(f"gpu-protocol-msmt17-{device_slug(device)}", record, args.out)
+    path = write_record(f"gpu-protocol-msmt17-{device_slug(device)}", record, gpu_protocol_headline, args.out)
     sys.stdout.write(
         f"{device}: train {record['train_img_s']} img/s, ceiling {record['ceiling_img_s']} img/s, "
         f"ratio {record['ratio']}, label phase {record['label_phase_s']} s, projected "

@@ -44,11 +44,12 @@ import scipy.sparse as sp
 import torch
 
 from harness.bench.common import load_note, machine, proc_status_mb, provenance, reset_peak_rss, write_record
+from harness.bench.headlines import label_phase_headline
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.clustering.jaccard import half_list_length, ranked_neighbours
 from spal.clustering.knn import torch_knn
 
-__all__ = ["SIZES", "Size", "dense_reference_jaccard", "main", "make_features"]
+__all__ = ["SIZES", "Size", "dense_reference_jaccard", "main", "make_features", "truthful_pairs"]
 
 _T = TypeVar("_T")
 
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "notes": _notes(args.notes, load_before, result.get("constraints")),
         }
     )
-    path = write_record(f"label-phase-{args.size}-{args.device}", result, args.out)
+    path = write_record(f"label-phase-{args.size}-{args.device}", result, label_phase_headline, args.out)
     sys.stdout.write(
         f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
         f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "
@@ -310,7 +311,7 @@ def _constrained_part(
         return {"constraints": {"skipped": f"spal.active lacks {', '.join(missing)}"}}
     n = len(pids)
     rng = np.random.default_rng(args.seed + 1)
-    pairs = _truthful_pairs(pids, rng)
+    pairs = truthful_pairs(pids, rng)
     graph = active.ConstraintGraph(n)
 
     def answer_all() -> None:
@@ -341,7 +342,7 @@ def _constrained_part(
     }
 
 
-def _truthful_pairs(pids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def truthful_pairs(pids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(~2n, 2)`` int64 pairs of distinct points: n inside an identity, ~n drawn uniformly.
 
     ``pids`` must be ``0 .. num_ids - 1`` with at least two images each (as :func:`make_features` makes them).

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from harness.bench.common import load_note, machine, proc_status_mb, provenance, write_record
+from harness.bench.headlines import train_step_headline
 from spal import models
 from spal.data import TrainAugment, normalize
 from spal.distributed import DistContext
@@ -57,9 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bn-groups", type=int, default=1)
     parser.add_argument("--iters", type=int, default=None, help="timed steps (after 2 warm-up steps)")
-    parser.add_argument(
-        "--memory-size", type=int, default=12936, help="instance memory rows (Market-1501's n)"
-    )
+    parser.add_argument("--memory-size", type=int, default=12936, help="instance memory rows (Market-1501's n)")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=None, help="default: bf16 on CUDA, fp32 on the CPU (as spal train)"
     )
@@ -83,9 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = model.to(memory_format=torch.channels_last)
     pool = 512
     images = torch.randint(0, 256, (pool, 3, height, width), dtype=torch.uint8, device=device)
-    memory = InstanceMemory(
-        torch.nn.functional.normalize(torch.randn(n, model.feature_dim, device=device), dim=1)
-    )
+    memory = InstanceMemory(torch.nn.functional.normalize(torch.randn(n, model.feature_dim, device=device), dim=1))
     labels = rng.integers(0, n // 16, size=n)
     # Support-pair constraints as late in a run: pairs of images in one must-link component, components
     # cannot-linked in a chain.
@@ -156,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provenance": provenance(),
         "notes": load_note(load_before, os.getloadavg()),
     }
-    path = write_record(f"train-step-{arch}-{device.type}", record, args.out)
+    path = write_record(f"train-step-{arch}-{device.type}", record, train_step_headline, args.out)
     sys.stdout.write(f"train {train_ips:.1f} img/s, extract {extract_ips:.1f} img/s -> {path}\n")
     return 0
 

@@ -107,9 +107,7 @@ def validate_train(train: Mapping[str, Any], where: str = "train") -> None:
     _check_keys(train, where)
     missing = [k for k in TRAIN_KEYS if k not in train]
     if missing:
-        raise ProtocolError(
-            f"{where}: missing TrainConfig key(s) {', '.join(missing)}; add them to the protocol"
-        )
+        raise ProtocolError(f"{where}: missing TrainConfig key(s) {', '.join(missing)}; add them to the protocol")
     # TrainConfig is the one definition of what a setting may be (types, ranges, relations).
     try:
         TrainConfig.from_dict(dict(train))
@@ -117,9 +115,7 @@ def validate_train(train: Mapping[str, Any], where: str = "train") -> None:
         raise ProtocolError(f"{where}: {err}") from err
 
 
-def apply_overrides(
-    train: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "overrides"
-) -> dict[str, Any]:
+def apply_overrides(train: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "overrides") -> dict[str, Any]:
     """Return a copy of ``train`` with ``overrides`` (whole values replaced), validated.
 
     Raises:
@@ -151,9 +147,7 @@ def parse_variant(name: str) -> dict[str, str]:
     for part in name.split(","):
         key, sep, value = part.partition("=")
         if not sep or not key or not value:
-            raise ProtocolError(
-                f"variant {name!r}: {part!r} is not key=value (write e.g. 'selection=random')"
-            )
+            raise ProtocolError(f"variant {name!r}: {part!r} is not key=value (write e.g. 'selection=random')")
         parsed[key] = value
     return parsed
 
@@ -173,18 +167,14 @@ def _sweep_budget(budget: str) -> int | str:
 
 
 def _check_layout(layout: Any, train: Mapping[str, Any], where: str) -> None:
-    if not isinstance(layout, dict) or any(
-        not (_is_int(layout.get(k)) and layout[k] > 0) for k in _LAYOUT_KEYS
-    ):
+    if not isinstance(layout, dict) or any(not (_is_int(layout.get(k)) and layout[k] > 0) for k in _LAYOUT_KEYS):
         raise ProtocolError(f"{where}: layout must give positive integers {', '.join(_LAYOUT_KEYS)}")
     if layout["global_batch"] != layout["gpus"] * layout["per_gpu_batch"]:
         raise ProtocolError(f"{where}: layout global_batch must equal gpus x per_gpu_batch")
     if layout["global_batch"] % layout["bn_group_size"]:
         raise ProtocolError(f"{where}: layout global_batch must be a multiple of bn_group_size")
     if train["batch_size"] != layout["global_batch"]:
-        raise ProtocolError(
-            f"{where}: train.batch_size must equal layout.global_batch ({layout['global_batch']})"
-        )
+        raise ProtocolError(f"{where}: train.batch_size must equal layout.global_batch ({layout['global_batch']})")
     if train["bn_groups"] != layout["global_batch"] // layout["bn_group_size"]:
         raise ProtocolError(
             f"{where}: train.bn_groups must be the one-process value global_batch / bn_group_size "
@@ -332,21 +322,16 @@ def load_protocol(
     folder = Path(directory) if directory is not None else PROTOCOL_DIR
     names = protocol_names(folder)
     if name not in names:
-        raise ProtocolError(
-            f"unknown protocol {name!r}; choose one of {', '.join(names)} (files in {folder})"
-        )
+        raise ProtocolError(f"unknown protocol {name!r}; choose one of {', '.join(names)} (files in {folder})")
     data = read_protocol_file(folder / f"{name}.json")
     if dataset not in data["datasets"]:
         raise ProtocolError(
-            f"protocol {name!r} has no settings for data set {dataset!r}; "
-            f"choose one of {', '.join(data['datasets'])}"
+            f"protocol {name!r} has no settings for data set {dataset!r}; choose one of {', '.join(data['datasets'])}"
         )
     entry = data["datasets"][dataset]
     if entry.get("layouts"):
         chosen = (
-            layout
-            if layout is not None
-            else apply_overrides(data["train"], entry.get("train", {}))["synthetic_layout"]
+            layout if layout is not None else apply_overrides(data["train"], entry.get("train", {}))["synthetic_layout"]
         )
     else:
         chosen = None
@@ -380,9 +365,7 @@ def variants(protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"name": "full", "kind": "full", "overrides": {}, "train": dict(base)}]
     for entry in protocol["ablation"]:
         train = apply_overrides(base, entry["overrides"], f"ablation {entry['name']}")
-        out.append(
-            {"name": entry["name"], "kind": "ablation", "overrides": dict(entry["overrides"]), "train": train}
-        )
+        out.append({"name": entry["name"], "kind": "ablation", "overrides": dict(entry["overrides"]), "train": train})
     seen = {json.dumps(v["train"], sort_keys=True) for v in out}
     for selection in protocol["sweep"]["selections"]:
         for budget in protocol["sweep"]["budgets"]:
@@ -397,9 +380,7 @@ def variants(protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
             key = json.dumps(train, sort_keys=True)
             if key not in seen:
                 seen.add(key)
-                out.append(
-                    {"name": variant_name(overrides), "kind": "sweep", "overrides": overrides, "train": train}
-                )
+                out.append({"name": variant_name(overrides), "kind": "sweep", "overrides": overrides, "train": train})
     return out
 
 

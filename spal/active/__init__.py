@@ -1,4 +1,4 @@
-"""Active learning of pair constraints: constraint graph, budget, oracles, answer log, pair selection.
+"""Active learning of pair constraints: constraint graph, budget, oracles, answer log, pair selection, selectors.
 
 The names are loaded on first use (PEP 562): the budget grammar, the constraint graph and the answer log need
 neither torch nor faiss, so ``spal annotate`` and the configuration checks start without loading them.
@@ -19,6 +19,8 @@ _HOMES = {
     "GroundTruthOracle": "oracle",
     "LoggedOracle": "oracle",
     "Oracle": "oracle",
+    "GroundTruthSelect": "selector",
+    "PairSelector": "selector",
     "STRATEGIES": "selection",
     "plan_support_pairs": "selection",
     "select_support_pairs": "selection",

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from spal.atomic import fsync_dir
+
 __all__ = ["AnnotationLog", "KINDS", "read_records", "utc_now"]
 
 log = logging.getLogger(__name__)
@@ -68,9 +70,7 @@ def read_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], in
                     f"{path}, line {line_number}: not a JSON record ({error}); the annotation log is "
                     "damaged: repair or remove that line"
                 ) from error
-            log.warning(
-                "%s: ignoring a truncated last line (%d bytes), left by an interrupted write", path, len(line)
-            )
+            log.warning("%s: ignoring a truncated last line (%d bytes), left by an interrupted write", path, len(line))
             return records, start
         records.append(record)
         start = end + 1 if complete else len(data)
@@ -146,7 +146,7 @@ class AnnotationLog:
             if sync:
                 os.fsync(handle.fileno())
         if created and sync:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._unsynced = self._unsynced or not sync
         self._created_unsynced = self._created_unsynced or (created and not sync)
         self._valid_bytes += len(line)
@@ -166,7 +166,7 @@ class AnnotationLog:
         finally:
             os.close(fd)
         if self._created_unsynced:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._unsynced = self._created_unsynced = False
 
     def _index(self, record: dict[str, Any]) -> None:
@@ -186,15 +186,3 @@ def _validate(record: dict[str, Any]) -> None:
         raise ValueError(f"annotation record kind {record['kind']!r} is not one of {KINDS}")
     if not isinstance(record["time"], str):
         raise ValueError(f"annotation record field 'time' must be an ISO-8601 string, got {record['time']!r}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new file's directory entry durable (no-op where a directory cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -39,11 +39,6 @@ class Budget:
         """Questions asked so far (``total - remaining``)."""
         return self.total - self.remaining
 
-    @property
-    def exhausted(self) -> bool:
-        """Whether no question is left."""
-        return self.remaining <= 0
-
     def charge(self) -> None:
         """Spend one question; raises :class:`BudgetExhausted` when none is left."""
         if self.remaining <= 0:

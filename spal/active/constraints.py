@@ -74,11 +74,6 @@ class ConstraintGraph:
         self._ids_cache: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ queries
-    @property
-    def num_answers(self) -> int:
-        """Number of accepted answers (refused ones are in :attr:`contradictions`)."""
-        return len(self._answers)
-
     def relation(self, a: int, b: int) -> int:
         """``1`` same, ``-1`` different, ``0`` unknown; propagation included unless it is switched off.
 
@@ -251,9 +246,7 @@ class ConstraintGraph:
 
     def _refuse(self, a: int, b: int, same: bool, why: str) -> None:
         self.contradictions.append((a, b, same))
-        log.warning(
-            "contradictory answer (%d, %d, same=%s) refused: %s; the earlier answers stand", a, b, same, why
-        )
+        log.warning("contradictory answer (%d, %d, same=%s) refused: %s; the earlier answers stand", a, b, same, why)
 
     def _record(self, a: int, b: int, same: bool) -> None:
         self._answers.append((a, b, same))

@@ -276,9 +276,7 @@ def _nearest_outside_pairs(
         grown = np.minimum(n, 1 << np.ceil(np.log2(grown)).astype(np.int64))
         for size in np.unique(grown):
             group = unsettled[grown == size]
-            pending[int(size)] = (
-                np.concatenate([pending[int(size)], group]) if int(size) in pending else group
-            )
+            pending[int(size)] = np.concatenate([pending[int(size)], group]) if int(size) in pending else group
     return {pos: (int(best_a[pos]), int(best_b[pos])) for pos in active}
 
 
@@ -383,9 +381,7 @@ def _as_labels(labels: np.ndarray | torch.Tensor | Sequence[int]) -> np.ndarray:
         labels = labels.detach().cpu().numpy()
     array = np.asarray(labels)
     if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(
-            f"labels must be a 1-d integer array (-1 for outliers), got {array.dtype} {array.shape}"
-        )
+        raise ValueError(f"labels must be a 1-d integer array (-1 for outliers), got {array.dtype} {array.shape}")
     if array.size and array.min() < -1:
         raise ValueError(f"labels must be >= -1 (-1 marks outliers), found {array.min()}")
     return array.astype(np.int64, copy=False)
@@ -507,9 +503,7 @@ def select_support_pairs(
         raise ValueError("strategy='random' needs rng=np.random.default_rng(seed) for reproducible draws")
     labels_np = _as_labels(labels)
     if len(labels_np) != constraints.n:
-        raise ValueError(
-            f"labels cover {len(labels_np)} points but the constraint graph has n={constraints.n}"
-        )
+        raise ValueError(f"labels cover {len(labels_np)} points but the constraint graph has n={constraints.n}")
     if budget.remaining <= 0:
         return []
     if strategy == "random":

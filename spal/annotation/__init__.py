@@ -6,8 +6,9 @@
   and API, which only read and append files under ``<logs_dir>/annotation/``.
 """
 
+from spal.annotation.human import HumanSelect, make_human_select
 from spal.annotation.server import annotate_main, create_app, serve
-from spal.annotation.session import HumanSelect, human_select, make_human_select
+from spal.annotation.session import human_select
 
 __all__ = [
     "HumanSelect",

@@ -2,7 +2,7 @@
 
 The server keeps no state of its own beyond short leases: it reads the queue and base graph the training run
 writes under ``<logs_dir>/annotation/`` and appends what annotators do to the station's event log (see
-:mod:`spal.annotation.session`), so it can run inside the training process (:func:`serve`) or as
+(:mod:`spal.annotation.store`), so it can run inside the training process (:func:`serve`) or as
 ``spal annotate --logs-dir DIR`` (:func:`annotate_main`), and a restart loses nothing.
 
 Every route (page, static files, API, images) requires the access token, as the ``token`` query parameter or
@@ -40,7 +40,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 
-from spal.annotation.session import (
+from spal.annotation.store import (
     ANSWER,
     ANSWERED,
     KNOWN,
@@ -120,9 +120,7 @@ class _Station:
         base_key = (queue["epoch"], queue["budget_start"], file_stamp(self.files.graph(queue["epoch"])))
         events_stamp = file_stamp(self.files.events)
         if self._state is None or self._stamps is None or self._stamps[0] != base_key:
-            self._state = EpochState(
-                read_base_state(self.files, queue["epoch"]), queue["epoch"], queue["budget_start"]
-            )
+            self._state = EpochState(read_base_state(self.files, queue["epoch"]), queue["epoch"], queue["budget_start"])
             self._leases.clear()
             self._stamps = (base_key, None)
         if self._stamps[1] != events_stamp or events_stamp is None:
@@ -505,9 +503,7 @@ class _ServerThread:
     """A uvicorn server running ``app`` in a daemon thread."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="spal-annotation-server", daemon=True)
         self.host = host

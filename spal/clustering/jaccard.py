@@ -387,8 +387,10 @@ def jaccard_distance(
     else:
         sims, idx = neighbours
         if idx.shape != (n, min(n, _TABLE_WIDTH * k)):
-            raise ValueError(f"neighbours must be neighbour_table(features, k1={k1}), shape ({n}, "
-                             f"{min(n, _TABLE_WIDTH * k)}); got {idx.shape}")
+            raise ValueError(
+                f"neighbours must be neighbour_table(features, k1={k1}), shape ({n}, "
+                f"{min(n, _TABLE_WIDTH * k)}); got {idx.shape}"
+            )
     _check_normalised(sims[:, 0])
     weights = clock("encode", encode_neighbourhoods, sims, idx, features, k1)
     weights = clock("query_expansion", query_expansion, weights, idx[:, :k], k2)

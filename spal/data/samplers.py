@@ -43,9 +43,7 @@ class MultiGallerySampler(Sampler[int]):
         labels = np.asarray(labels)
         camids = np.asarray(camids)
         if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"labels must be a non-empty 1-d int array, got shape {labels.shape} {labels.dtype}"
-            )
+            raise ValueError(f"labels must be a non-empty 1-d int array, got shape {labels.shape} {labels.dtype}")
         if labels.min() < 0:
             raise ValueError("labels must be >= 0: give every outlier its own class before sampling")
         if camids.shape != labels.shape or not np.issubdtype(camids.dtype, np.integer):

@@ -103,8 +103,7 @@ def _verify_one(path: str) -> None:
             img.load()
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageLoadError(
-            f"cannot read image {path} ({err.__class__.__name__}: {err}); replace the file or re-extract "
-            "the data set"
+            f"cannot read image {path} ({err.__class__.__name__}: {err}); replace the file or re-extract the data set"
         ) from err
 
 
@@ -260,12 +259,8 @@ class TrainAugment(nn.Module):
         super().__init__()
         self.height, self.width = height, width
         self.flip_p, self.pad, self.erasing_p = flip_p, pad, erasing_p
-        self.register_buffer(
-            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer(
             "erasing_fill", torch.tensor(erasing_fill, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
@@ -285,11 +280,7 @@ class TrainAugment(nn.Module):
 
     def apply(self, images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
         """Augment ``images`` ``(B, 3, height, width)`` uint8 with the choices ``draws``: float32, normalised."""
-        if (
-            images.dtype != torch.uint8
-            or images.dim() != 4
-            or tuple(images.shape[2:]) != (self.height, self.width)
-        ):
+        if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[2:]) != (self.height, self.width):
             raise ValueError(
                 f"expected a (B, 3, {self.height}, {self.width}) uint8 batch, got {tuple(images.shape)} "
                 f"{images.dtype}: decode with load_images(..., height={self.height}, width={self.width})"
@@ -413,9 +404,7 @@ def make_eval_loader(
     )
 
 
-def iterate_tensor_batches(
-    images: torch.Tensor, batch_size: int, device: torch.device | str
-) -> Iterator[torch.Tensor]:
+def iterate_tensor_batches(images: torch.Tensor, batch_size: int, device: torch.device | str) -> Iterator[torch.Tensor]:
     """Yield the test transform of ``images`` ``(N, 3, H, W)`` uint8 in order, ``batch_size`` at a time.
 
     Each yielded batch is ``(b, 3, H, W)`` float32 on ``device`` (the last may be shorter).

@@ -39,7 +39,7 @@ class ReIDDataset:
         root: the data-dir it was loaded from (the folder that holds ``market1501/`` or ``msmt17/``).
         dataset_dir: the folder of the data set itself, e.g. ``<root>/market1501/Market-1501-v15.09.15``.
         train, query, gallery: lists of ``(path, pid, camid)``: absolute image path, identity label and
-            0-based camera index. Train pids are ``0 .. num_train_pids - 1`` (Market-1501's are relabelled,
+            0-based camera index. Train pids are ``0 .. K - 1`` (K train identities) (Market-1501's are relabelled,
             MSMT17's are so already); query and gallery pids are the data set's own labels (Market-1501
             distractors keep pid 0; junk images are not listed).
     """
@@ -65,89 +65,10 @@ class ReIDDataset:
         """``(len(subset),)`` int64 array: the 0-based camera of every record of ``subset``, in order."""
         return np.fromiter((camid for _, _, camid in self.subset(subset)), dtype=np.int64)
 
-    def paths(self, subset: str) -> list[str]:
-        """The image paths of ``subset``, in record order."""
-        return [path for path, _, _ in self.subset(subset)]
-
     def statistics(self, subset: str) -> tuple[int, int, int]:
         """``(# distinct pids, # images, # distinct cameras)`` of ``subset``."""
         records = self.subset(subset)
         return len({r[1] for r in records}), len(records), len({r[2] for r in records})
-
-    @property
-    def train_pids(self) -> np.ndarray:
-        """``(len(train),)`` int64: per-record train pids (what a simulated oracle answers from)."""
-        return self.pids("train")
-
-    @property
-    def train_camids(self) -> np.ndarray:
-        """``(len(train),)`` int64: per-record train cameras."""
-        return self.camids("train")
-
-    @property
-    def query_pids(self) -> np.ndarray:
-        """``(len(query),)`` int64: per-record query pids."""
-        return self.pids("query")
-
-    @property
-    def query_camids(self) -> np.ndarray:
-        """``(len(query),)`` int64: per-record query cameras."""
-        return self.camids("query")
-
-    @property
-    def gallery_pids(self) -> np.ndarray:
-        """``(len(gallery),)`` int64: per-record gallery pids."""
-        return self.pids("gallery")
-
-    @property
-    def gallery_camids(self) -> np.ndarray:
-        """``(len(gallery),)`` int64: per-record gallery cameras."""
-        return self.camids("gallery")
-
-    @property
-    def num_train_pids(self) -> int:
-        """Number of distinct train identities."""
-        return self.statistics("train")[0]
-
-    @property
-    def num_train_imgs(self) -> int:
-        """Number of train images."""
-        return len(self.train)
-
-    @property
-    def num_train_cams(self) -> int:
-        """Number of distinct cameras among the train images."""
-        return self.statistics("train")[2]
-
-    @property
-    def num_query_pids(self) -> int:
-        """Number of distinct query identities."""
-        return self.statistics("query")[0]
-
-    @property
-    def num_query_imgs(self) -> int:
-        """Number of query images."""
-        return len(self.query)
-
-    @property
-    def num_query_cams(self) -> int:
-        """Number of distinct cameras among the query images."""
-        return self.statistics("query")[2]
-
-    @property
-    def num_gallery_pids(self) -> int:
-        """Number of distinct gallery identities (Market-1501 distractors, pid 0, count as one)."""
-        return self.statistics("gallery")[0]
-
-    @property
-    def num_gallery_imgs(self) -> int:
-        """Number of gallery images (junk excluded, distractors included)."""
-        return len(self.gallery)
-
-    @property
-    def num_gallery_cams(self) -> int:
-        """Number of distinct cameras among the gallery images."""
-        return self.statistics("gallery")[2]
 
     def summary(self) -> str:
         """The statistics table (subset | # ids | # images | # cameras) as text, titled with the name."""

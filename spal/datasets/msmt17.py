@@ -100,8 +100,7 @@ def _read_list(list_file: str, image_folder: str) -> list[Record]:
     """Records ``(absolute path, pid, camid)`` of one list file, in file order; blank lines are skipped."""
     if not os.path.isfile(list_file):
         raise DatasetError(
-            f"MSMT17 list file not found: {list_file}\n"
-            f"restore it from the MSMT17_V1 archive (download: {DOWNLOAD_URL})"
+            f"MSMT17 list file not found: {list_file}\nrestore it from the MSMT17_V1 archive (download: {DOWNLOAD_URL})"
         )
     records = []
     with open(list_file, encoding="utf-8") as handle:
@@ -139,9 +138,5 @@ def load(root: str | os.PathLike[str]) -> ReIDDataset:
     subsets: dict[str, list[Record]] = {}
     for subset, (list_names, folder) in LISTS.items():
         image_folder = os.path.join(base, folder)
-        subsets[subset] = [
-            r for name in list_names for r in _read_list(os.path.join(base, name), image_folder)
-        ]
-    return ReIDDataset(
-        NAME, os.path.abspath(root), base, subsets["train"], subsets["query"], subsets["gallery"]
-    )
+        subsets[subset] = [r for name in list_names for r in _read_list(os.path.join(base, name), image_folder)]
+    return ReIDDataset(NAME, os.path.abspath(root), base, subsets["train"], subsets["query"], subsets["gallery"])

@@ -122,9 +122,7 @@ class Appearance:
     height: float  # figure height as a share of the frame height, before camera and pose scaling
     shoulders: float  # shoulder width / figure height
     leg_ratio: float  # leg length / figure height
-    bag: (
-        int  # 0 none, 1 hand bag (seen from both sides), 2 backpack (seen from behind, straps from the front)
-    )
+    bag: int  # 0 none, 1 hand bag (seen from both sides), 2 backpack (seen from behind, straps from the front)
     bag_colour: np.ndarray
     bag_side: int  # -1 left, +1 right, as seen from the front
     logo: np.ndarray | None  # chest print colour, seen from the front only
@@ -417,11 +415,7 @@ def _draw_person(
     sleeve_end = shoulder_y + (0.12 if person.short_sleeves else 0.34) * unit
     for sign in (-1, 1):
         arm_x = cx + sign * (half_shoulders + 0.028 * unit)
-        arm = (
-            (np.abs(cols - arm_x) <= 0.028 * unit)
-            & (rows >= shoulder_y + 0.01 * unit)
-            & (rows <= hip + 0.06 * unit)
-        )
+        arm = (np.abs(cols - arm_x) <= 0.028 * unit) & (rows >= shoulder_y + 0.01 * unit) & (rows <= hip + 0.06 * unit)
         _paint(canvas, arm, person.skin)
         _paint(canvas, arm & (rows < sleeve_end), person.upper)
 
@@ -436,9 +430,7 @@ def _draw_person(
     _paint(canvas, head & (fy < (0.055 if sighting.front else 0.12)), person.hair)
 
 
-def _split_cameras(
-    rng: np.random.Generator, images: int, num_cams: int, first: tuple[int, int]
-) -> np.ndarray:
+def _split_cameras(rng: np.random.Generator, images: int, num_cams: int, first: tuple[int, int]) -> np.ndarray:
     """How many of one identity's ``images`` each camera takes: ``(num_cams,)`` ints summing to ``images``.
 
     At least two cameras (``first`` among them, which spreads identities over all cameras) get at least one.
@@ -512,23 +504,15 @@ def _plan_market(
     for person, pid, train in zip(people, pids.tolist(), is_train.tolist()):
         rank = split_rank[train]
         split_rank[train] += 1
-        images = _identity_images(
-            rng, images_per_id, cameras, (2 * rank % num_cams, (2 * rank + 1) % num_cams)
-        )
+        images = _identity_images(rng, images_per_id, cameras, (2 * rank % num_cams, (2 * rank + 1) % num_cams))
         per_camera = np.bincount([c for c, _, _ in images], minlength=num_cams)
         query_cams = set() if train else set(_choose_queries(rng, per_camera))
         sequences = rng.integers(1, 7, num_cams)
         first_frames = rng.integers(0, 900000, num_cams)
         for camera, sighting, j in images:
             frame = int(first_frames[camera]) + 25 * j
-            name = (
-                f"{pid:04d}_c{camera + 1}s{sequences[camera]}_{frame:06d}_{int(rng.integers(1, 9)):02d}.jpg"
-            )
-            folder = (
-                folders["train"]
-                if train
-                else folders["query" if camera in query_cams and j == 0 else "gallery"]
-            )
+            name = f"{pid:04d}_c{camera + 1}s{sequences[camera]}_{frame:06d}_{int(rng.integers(1, 9)):02d}.jpg"
+            folder = folders["train"] if train else folders["query" if camera in query_cams and j == 0 else "gallery"]
             files.append(_Image(os.path.join(folder, name), person, camera, sighting))
 
     # Distractors (pid 0000, people of no test identity) and junk (pid -1, background or a sliver of someone),
@@ -548,9 +532,7 @@ def _plan_market(
         name = f"-1_c{camera + 1}s{sequence}_{1000 + 37 * k:06d}_{box:02d}.jpg"
         sighting = _partial_sighting(extras, cameras[camera])
         person = _random_appearance(extras)
-        files.append(
-            _Image(os.path.join(folders["gallery"], name), person if k % 2 else None, camera, sighting)
-        )
+        files.append(_Image(os.path.join(folders["gallery"], name), person if k % 2 else None, camera, sighting))
     return files
 
 

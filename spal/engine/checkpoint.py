@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import tempfile
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from spal.atomic import atomic_write, atomic_write_text
 
 __all__ = [
     "CheckpointError",
@@ -29,30 +30,9 @@ class CheckpointError(ValueError):
     """A checkpoint file is truncated, corrupt or not one written by ``spal train``; the message names it."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
 
 
 def snapshot(state: Any) -> Any:
@@ -125,23 +105,6 @@ def load_checkpoint(
     if not isinstance(state, dict) or not {"model", "config", "epoch"} <= set(state):
         raise CheckpointError(f"{path} is not a checkpoint written by spal train (no model, config and epoch)")
     return state
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a small text file atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:

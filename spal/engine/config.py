@@ -60,8 +60,20 @@ RESUMABLE_KEYS: tuple[str, ...] = ("epochs", "workers", "device", "data_dir", "l
 # What each setting that is a number may be: (kind, lowest, highest, lowest excluded).
 _NUMBERS: dict[str, tuple[type, float, float, bool]] = {
     **dict.fromkeys(
-        ("height", "width", "batch_size", "num_instances", "epochs", "iters", "step_size", "min_samples", "k1",
-         "k2", "eval_step", "bn_groups"),
+        (
+            "height",
+            "width",
+            "batch_size",
+            "num_instances",
+            "epochs",
+            "iters",
+            "step_size",
+            "min_samples",
+            "k1",
+            "k2",
+            "eval_step",
+            "bn_groups",
+        ),
         (int, 1, math.inf, False),
     ),
     **dict.fromkeys(("workers", "seed"), (int, 0, math.inf, False)),
@@ -199,9 +211,7 @@ class TrainConfig:
         """Build from a mapping; unknown keys are an error (a typo must not silently fall back to a default)."""
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
-            raise ValueError(
-                f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(cls.keys())}"
-            )
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}; valid: {', '.join(cls.keys())}")
         return cls(**values)
 
     def resume_differences(self, saved: dict[str, Any]) -> list[str]:

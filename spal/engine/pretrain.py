@@ -187,9 +187,7 @@ def _train(cfg: PretrainConfig, images: torch.Tensor, labels: np.ndarray) -> tor
     model = models.create(cfg.arch)
     num_classes = int(labels.max()) + 1
     classifier = torch.nn.Parameter(torch.randn(num_classes, model.feature_dim) * 0.01)
-    optimizer = torch.optim.Adam(
-        [*model.parameters(), classifier], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    optimizer = torch.optim.Adam([*model.parameters(), classifier], lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128)))
     targets = torch.from_numpy(labels)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -11,7 +11,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,8 @@ import numpy as np
 import torch
 
 from spal import datasets, models
-from spal.active import (
-    AnnotationLog,
-    Budget,
-    ConstraintGraph,
-    GroundTruthOracle,
-    LoggedOracle,
-    parse_budget,
-    select_support_pairs,
-)
+from spal.active import AnnotationLog, Budget, ConstraintGraph, parse_budget
+from spal.active.selector import GroundTruthSelect, PairSelector
 from spal.clustering import cluster_statistics, constrained_dbscan, jaccard_distance, neighbour_table
 from spal.data import TrainAugment, iterate_tensor_batches, load_images, make_eval_loader, verify_images
 from spal.distributed import (
@@ -256,23 +248,13 @@ def evaluate_on_test(
     return {**_percent(result), "num_valid_queries": int(result["num_valid_queries"])}
 
 
-def _make_oracle(pids: np.ndarray, log_file: AnnotationLog, epoch: int, paths: list[str]) -> LoggedOracle:
-    """The paper's oracle (ground-truth identities) behind the annotation log, which replays earlier answers.
-
-    Its answers are fsynced once an epoch (``log_file.sync()`` after the selection), not one by one: an answer
-    lost in a crash before that was never used, and the identities give it again."""
-    return LoggedOracle(
-        GroundTruthOracle(pids), log_file, epoch=epoch, paths=paths, annotator="ground-truth", sync_each=False
-    )
-
-
 def run_training(
     cfg: TrainConfig,
     *,
     resume: bool = False,
     resume_from: str | None = None,
     ctx: DistContext | None = None,
-    human_select: Callable[..., list[tuple[int, int, bool]]] | None = None,
+    human_select: PairSelector | None = None,
     data: datasets.ReIDDataset | None = None,
 ) -> dict[str, Any]:
     """Train SPAL as ``cfg`` says and return the final summary (also written to ``<logs_dir>/final.json``).
@@ -286,17 +268,15 @@ def run_training(
         data: the data set as :func:`check_run_inputs` returned it for these arguments; ``None`` runs those
             checks here.
         ctx: the distributed context; ``None`` joins the one torchrun describes (or runs alone).
-        human_select: for ``--oracle human``, the callable that offers the epoch's pairs to people and returns the
-            answered ones (see :mod:`spal.annotation`); ``None`` uses the ground-truth oracle.
+        human_select: for ``--oracle human``, the selector that offers the epoch's pairs to people and returns the
+            answered ones (:class:`spal.annotation.HumanSelect`); ``None`` uses the ground-truth oracle.
     """
     ctx = ctx or init_distributed(cfg.device)
     # Before any work: the BatchNorm layout (SPEC 2: groups of 16 images at every world size unless told).
     bn_groups = models.resolve_bn_groups(cfg.batch_size, ctx.world_size, cfg.bn_groups)
     bn_batch = cfg.batch_size // (ctx.world_size * bn_groups)
     if ctx.is_main:
-        log.info(
-            "BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size
-        )
+        log.info("BatchNorm over %d images: %d group(s) on each of %d process(es)", bn_batch, bn_groups, ctx.world_size)
     if data is None:
         data = check_run_inputs(cfg, resume=resume, resume_from=resume_from, progress=ctx.is_main)
     logs_dir = Path(cfg.logs_dir)
@@ -313,8 +293,8 @@ def run_training(
     if ctx.is_main:
         data.log_summary()
     n = len(data.train)
-    pids = np.array([r[1] for r in data.train], dtype=np.int64)
-    camids = np.array([r[2] for r in data.train], dtype=np.int64)
+    pids = data.pids("train")
+    camids = data.camids("train")
 
     # The weights before anything is decoded or trained (SPEC 3.8: never a silent random initialisation); a file
     # that does not fit the backbone fails here too.
@@ -410,6 +390,7 @@ def run_training(
 
     # The write (serialisation, fsync) overlaps the next epoch; training waits only for the copy to the host.
     checkpointer = BackgroundCheckpointer() if ctx.is_main else None
+    selector = human_select if human_select is not None else GroundTruthSelect(pids, cfg.selection, cfg.seed)
     for epoch in range(state.start_epoch, cfg.epochs):
         _seed_everything(cfg.seed * 1000 + epoch)
         times = dict.fromkeys(PHASES, 0.0)
@@ -426,7 +407,7 @@ def run_training(
                 data.train,
                 annotation_log,
                 times,
-                human_select,
+                selector,
             )
         label_phase = broadcast_object(label_phase, ctx)
         targets = label_phase["targets"]
@@ -503,9 +484,7 @@ def run_training(
     if checkpointer is not None:
         checkpointer.close()
 
-    return _finish(
-        cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout
-    )
+    return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout)
 
 
 def _finish(
@@ -546,9 +525,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def cluster(
-    distances, graph: ConstraintGraph, *, clustering: str, eps: float, min_samples: int
-) -> np.ndarray:
+def cluster(distances, graph: ConstraintGraph, *, clustering: str, eps: float, min_samples: int) -> np.ndarray:
     """DBSCAN labels ``(n,)`` of the sparse Jaccard distances: ``constrained`` uses the graph's must-links and
     cannot-links (SPEC 3.2), ``plain`` ignores them (the ablation; the constraints still reach the loss)."""
     use_constraints = clustering == "constrained" and graph.has_constraints()
@@ -567,7 +544,7 @@ def _label_phase(
     records: list[tuple[str, int, int]],
     annotation_log: AnnotationLog,
     times: dict[str, float],
-    human_select: Callable[..., list[tuple[int, int, bool]]] | None,
+    select: PairSelector,
 ) -> dict[str, Any]:
     """Distances, clustering and support-pair selection on rank 0 (mutates ``graph`` and ``budget``)."""
     device = features.device
@@ -577,9 +554,7 @@ def _label_phase(
         distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2, neighbours=neighbours)
     times["distance"] = timer.seconds
     with _Timer(device) as timer:
-        labels = cluster(
-            distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples
-        )
+        labels = cluster(distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples)
     times["cluster"] = timer.seconds
     stats = cluster_statistics(labels, pids)
     num_clusters = int(stats["num_clusters"])
@@ -592,42 +567,19 @@ def _label_phase(
     elif num_clusters == 1:
         log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, cfg.eps)
     with _Timer(device) as timer:
-        if human_select is not None:
-            human_select(
-                epoch=epoch,
-                labels=labels,
-                features=features,
-                constraints=graph,
-                budget=budget,
-                log=annotation_log,
-                records=records,
-            )
-        else:
-            oracle = _make_oracle(pids, annotation_log, epoch, [r[0] for r in records])
-            rng = np.random.default_rng(cfg.seed * 7919 + epoch)
-            pairs = select_support_pairs(
-                labels,
-                features,
-                graph,
-                budget,
-                oracle,
-                strategy=cfg.selection,
-                rng=rng,
-                on_pair=oracle.note_kind,
-                neighbours=neighbours,
-            )
-            annotation_log.sync()
-            # After a crash the epoch's earlier answers come from the log: say so, they were not asked again.
-            replayed = f", replayed {oracle.num_replayed} answers from the log" if oracle.num_replayed else ""
-            log.info(
-                "selection (%s): asked %d pairs%s (%d same, %d different); %d queries left",
-                cfg.selection,
-                oracle.num_asked,
-                replayed,
-                sum(same for _, _, same in pairs),
-                sum(not same for _, _, same in pairs),
-                budget.remaining,
-            )
+        # The ground-truth selection reuses the epoch's k-NN table (and fsyncs its answers once, at the end);
+        # a human selector keeps its own interface (and fsyncs each answer).
+        extra = {"neighbours": neighbours} if isinstance(select, GroundTruthSelect) else {}
+        select(
+            epoch=epoch,
+            labels=labels,
+            features=features,
+            constraints=graph,
+            budget=budget,
+            log=annotation_log,
+            records=records,
+            **extra,
+        )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)
     targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())

@@ -112,9 +112,7 @@ def train_epoch(
     pair_index = SupportPairIndex.build(
         torch.as_tensor(targets.component_ids, dtype=torch.long), cannot_link_edges, device=device
     )
-    eligible = torch.as_tensor(
-        support_pair_eligible(targets.component_ids, targets.cannot_link_edges), device=device
-    )
+    eligible = torch.as_tensor(support_pair_eligible(targets.component_ids, targets.cannot_link_edges), device=device)
 
     model.train()
     totals = {

@@ -10,11 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from spal.datasets.base import Record
 from spal.evaluation.ranking import evaluate
 
 __all__ = ["evaluate_model", "extract_features"]
-
-Record = tuple[str, int, int]
 
 
 def extract_features(

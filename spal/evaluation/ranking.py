@@ -132,21 +132,15 @@ def evaluate(
     last_rank = torch.zeros(num_query, dtype=torch.int64, device=device)
     with _exact_float32_matmul(device):
         gallery_norms = _squared_norms(gallery)
-        if not bool(torch.isfinite(gallery_norms).all()) or not bool(
-            torch.isfinite(_squared_norms(query)).all()
-        ):
-            raise ValueError(
-                "the features contain NaN or inf (or overflow when squared); check the model output"
-            )
+        if not bool(torch.isfinite(gallery_norms).all()) or not bool(torch.isfinite(_squared_norms(query)).all()):
+            raise ValueError("the features contain NaN or inf (or overflow when squared); check the model output")
         pid_order, pid_sorted = _group_by_pid(g_pids)
         for start in range(0, num_query, chunk_size):
             stop = min(start + chunk_size, num_query)
             rows, cols = _same_pid_pairs(q_pids[start:stop], pid_order, pid_sorted)
             is_junk = q_cams[start:stop][rows] == g_cams[cols]
             keys = _ranking_keys(query[start:stop], gallery, gallery_norms)
-            block_stats = _score_block(
-                keys, rows[~is_junk], cols[~is_junk], rows[is_junk], cols[is_junk], col_bits
-            )
+            block_stats = _score_block(keys, rows[~is_junk], cols[~is_junk], rows[is_junk], cols[is_junk], col_bits)
             for total, block in zip((ap_sum, num_matches, first_rank, last_rank), block_stats):
                 total[start:stop] = block
             del keys
@@ -215,9 +209,7 @@ def _score_block(
         cand_keys = torch.sort(cand_keys).values
         first, last = int(match_bounds[lo]), int(match_bounds[hi])
         rows = good_rows[first:last] - lo
-        match_keys = torch.sort(
-            _sort_keys(rows, good_keys[first:last], good_cols[first:last], col_bits)
-        ).values
+        match_keys = torch.sort(_sort_keys(rows, good_keys[first:last], good_cols[first:last], col_bits)).values
         rows = match_keys >> (_VALUE_BITS + col_bits)
         # Candidates of earlier rows sort first (the row is the key's top field): subtract them.
         rank = torch.searchsorted(cand_keys, match_keys) - cand_before_row[rows] + 1
@@ -247,9 +239,7 @@ def _summarise(
         )
         return {"mAP": 0.0, "mINP": 0.0, **{f"rank{k}": 0.0 for k in ranks}, "num_valid_queries": 0}
     if num_valid < num_query:
-        logger.info(
-            "%d of %d queries have no valid true match and are skipped", num_query - num_valid, num_query
-        )
+        logger.info("%d of %d queries have no valid true match and are skipped", num_query - num_valid, num_query)
     matches = num_matches[valid].double()
     result: dict[str, float | int] = {
         "mAP": float((ap_sum[valid] / matches).mean()),
@@ -314,8 +304,7 @@ def _same_pid_pairs(
 def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     """``(n, d)`` -> ``(n,)`` sums of squares, in row blocks to keep the temporary small."""
     return torch.cat(
-        [x[i : i + _NORM_ROWS].square().sum(dim=1) for i in range(0, x.shape[0], _NORM_ROWS)]
-        or [x.new_zeros(0)]
+        [x[i : i + _NORM_ROWS].square().sum(dim=1) for i in range(0, x.shape[0], _NORM_ROWS)] or [x.new_zeros(0)]
     )
 
 
@@ -366,9 +355,7 @@ def _as_labels(x: ArrayLike, name: str, length: int, device: torch.device) -> to
             array = array.astype(np.int64)
         labels = torch.from_numpy(array)
     if labels.dim() != 1 or labels.shape[0] != length:
-        raise ValueError(
-            f"{name} must be 1-D with one label per image ({length}), got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"{name} must be 1-D with one label per image ({length}), got shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer labels, got dtype {labels.dtype}")
     return labels.to(device=device, dtype=torch.int64)
@@ -377,7 +364,5 @@ def _as_labels(x: ArrayLike, name: str, length: int, device: torch.device) -> to
 def _check_ranks(ranks: Sequence[int]) -> tuple[int, ...]:
     ranks = tuple(ranks)
     if not ranks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ranks):
-        raise ValueError(
-            f"ranks must be a non-empty sequence of positive ints, e.g. (1, 5, 10); got {ranks!r}"
-        )
+        raise ValueError(f"ranks must be a non-empty sequence of positive ints, e.g. (1, 5, 10); got {ranks!r}")
     return tuple(int(k) for k in ranks)

@@ -33,9 +33,7 @@ def class_mean_logits(
     with torch.autocast(device_type=x.device.type, enabled=False):
         sims = x.float() @ memory.detach().float().T / temperature  # (B, n)
         sums = sims.new_zeros((x.shape[0], num_classes)).index_add(1, memory_labels, sims)
-        counts = sims.new_zeros(num_classes).index_add_(
-            0, memory_labels, sims.new_ones(memory_labels.shape[0])
-        )
+        counts = sims.new_zeros(num_classes).index_add_(0, memory_labels, sims.new_ones(memory_labels.shape[0]))
         logits = sums / counts.clamp_min(1.0)
         return logits.masked_fill(counts == 0, float("-inf"))
 

@@ -116,9 +116,7 @@ class GroupedBatchNorm(_BatchNorm):
         if groups < 1:
             raise ValueError(f"groups must be >= 1, got {groups}")
         if momentum is None:
-            raise ValueError(
-                "GroupedBatchNorm needs a float momentum (e.g. 0.1); momentum=None is not supported"
-            )
+            raise ValueError("GroupedBatchNorm needs a float momentum (e.g. 0.1); momentum=None is not supported")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         self.groups = int(groups)
 

@@ -86,9 +86,7 @@ def clustering_case(draw):
         values = st.integers(-2, 2).map(float)
     else:
         values = st.floats(-3, 3, allow_nan=False, width=32)
-    features = np.array(draw(st.lists(values, min_size=n * d, max_size=n * d)), dtype=np.float32).reshape(
-        n, d
-    )
+    features = np.array(draw(st.lists(values, min_size=n * d, max_size=n * d)), dtype=np.float32).reshape(n, d)
     pids = np.array(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))
     return labels, features, pids
 

@@ -16,7 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from spal.annotation.session import StationFiles
+from spal.annotation.store import StationFiles
 
 TOKEN = "test-token-0123456789"
 
@@ -61,9 +61,7 @@ def make_toy(root: Path) -> Toy:
     return Toy(pids, labels, features, records, logs_dir)
 
 
-def _draw_person(
-    outfit: tuple[tuple[int, int, int], tuple[int, int, int]], rng: np.random.Generator
-) -> Image.Image:
+def _draw_person(outfit: tuple[tuple[int, int, int], tuple[int, int, int]], rng: np.random.Generator) -> Image.Image:
     """A 64 x 128 stick person in the identity's shirt and trousers on a random background."""
     background = tuple(int(c) for c in rng.integers(120, 220, size=3))
     image = Image.new("RGB", (64, 128), background)
@@ -127,16 +125,12 @@ def answer_one(client: TestClient, toy: Toy, annotator: str = "alice") -> str | 
         return None
     pair = queue_pair(toy, nxt["pair_id"])
     same = bool(toy.pids[pair["a"]] == toy.pids[pair["b"]])
-    response = client.post(
-        "/api/answer", json={"pair_id": nxt["pair_id"], "same": same, "annotator": annotator}
-    )
+    response = client.post("/api/answer", json={"pair_id": nxt["pair_id"], "same": same, "annotator": annotator})
     assert response.status_code == 200, response.text
     return nxt["pair_id"]
 
 
-def answer_with_truth(
-    client: TestClient, toy: Toy, worker: Background, annotator: str = "alice"
-) -> list[str]:
+def answer_with_truth(client: TestClient, toy: Toy, worker: Background, annotator: str = "alice") -> list[str]:
     """Answer the served pairs with the ground truth until ``worker`` (the trainer side) ends; their ids."""
     asked: list[str] = []
     while worker.alive():

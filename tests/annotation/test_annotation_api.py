@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from spal.active import Budget, ConstraintGraph
 from spal.annotation import create_app
-from spal.annotation.session import SelectionSession, open_selection, read_events
+from spal.annotation.session import SelectionSession, open_selection
+from spal.annotation.store import read_events
 
 # A chain: once (0, 1) and (1, 2) are answered "same", (0, 2) is known by propagation.
 CHAIN = [(0, 1, "positive"), (1, 2, "positive"), (0, 2, "positive")]
@@ -21,9 +22,7 @@ OTHERS = [(0, 5, "negative"), (5, 9, "negative")]
 
 def open_queue(toy: Toy, candidates=CHAIN, budget: int = 100, epoch: int = 0, graph=None) -> SelectionSession:
     graph = graph or ConstraintGraph(toy.n)
-    return open_selection(
-        epoch, candidates, toy.labels, toy.features, graph, Budget(budget), toy.records, toy.logs_dir
-    )
+    return open_selection(epoch, candidates, toy.labels, toy.features, graph, Budget(budget), toy.records, toy.logs_dir)
 
 
 def nxt(client: TestClient, annotator: str = "alice") -> dict:
@@ -168,9 +167,7 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize("case,body,status", REFUSALS, ids=[r[0] for r in REFUSALS])
-def test_malformed_or_unknown_answers_change_nothing(
-    client: TestClient, toy: Toy, case, body, status
-) -> None:
+def test_malformed_or_unknown_answers_change_nothing(client: TestClient, toy: Toy, case, body, status) -> None:
     open_queue(toy)
     assert answer(client, "e0p1", False).status_code == 200
     before = events_bytes(toy)
@@ -178,9 +175,7 @@ def test_malformed_or_unknown_answers_change_nothing(
     assert response.status_code == status, response.text
     assert events_bytes(toy) == before
     assert (
-        client.post(
-            "/api/answer", content=b"{not json", headers={"content-type": "application/json"}
-        ).status_code
+        client.post("/api/answer", content=b"{not json", headers={"content-type": "application/json"}).status_code
         == 422
     )
     assert events_bytes(toy) == before

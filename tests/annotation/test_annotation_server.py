@@ -17,9 +17,7 @@ from spal.active import AnnotationLog, Budget, ConstraintGraph
 from spal.annotation import HumanSelect, annotate_main, serve
 
 # The command, without depending on the top-level CLI's wiring.
-ANNOTATE = (
-    "import sys; from spal.annotation.server import annotate_main; sys.exit(annotate_main(sys.argv[1:]))"
-)
+ANNOTATE = "import sys; from spal.annotation.server import annotate_main; sys.exit(annotate_main(sys.argv[1:]))"
 
 
 def test_serve_listens_with_the_token_until_stopped(toy: Toy) -> None:
@@ -76,9 +74,7 @@ def test_annotate_prints_the_url_once_and_serves_until_interrupted(toy: Toy) -> 
     try:
         line = process.stdout.readline()
         match = re.search(r"(http://127\.0\.0\.1:\d+/\?token=([A-Za-z0-9_-]+))", line)
-        assert match, (
-            f"no URL in {line!r}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
-        )
+        assert match, f"no URL in {line!r}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
         url, token = match.groups()
         assert len(token) >= 32
         assert httpx.get(url).status_code == 200

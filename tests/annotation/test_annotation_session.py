@@ -21,13 +21,13 @@ from spal.active import (
     select_support_pairs,
 )
 from spal.annotation import create_app, human_select, make_human_select
-from spal.annotation.session import (
+from spal.annotation.session import open_selection
+from spal.annotation.store import (
     EpochState,
     StationFiles,
     append_event,
     epoch_view,
     last_action,
-    open_selection,
     pair_key,
     parse_pair_id,
     read_events,
@@ -39,9 +39,7 @@ from spal.annotation.session import (
 LABELS_EPOCH_1 = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], dtype=np.int64)
 
 
-def run_human(
-    toy: Toy, graph: ConstraintGraph, budget: Budget, epoch: int = 0, labels=None, **kwargs
-) -> Background:
+def run_human(toy: Toy, graph: ConstraintGraph, budget: Budget, epoch: int = 0, labels=None, **kwargs) -> Background:
     log = AnnotationLog(toy.logs_dir / "annotations.jsonl")
     labels = toy.labels if labels is None else labels
     kwargs = {"timeout": 20.0, "poll": 0.01, "progress": False, **kwargs}
@@ -59,9 +57,7 @@ def assert_same_graph(graph: ConstraintGraph, reference: ConstraintGraph) -> Non
 
 # ---------------------------------------------------------------------------------------------- ground truth
 @pytest.mark.parametrize("total", [100, 3])
-def test_answering_through_the_api_equals_the_ground_truth_oracle(
-    toy: Toy, client: TestClient, total: int
-) -> None:
+def test_answering_through_the_api_equals_the_ground_truth_oracle(toy: Toy, client: TestClient, total: int) -> None:
     graph, budget = ConstraintGraph(toy.n), Budget(total)
     reference, reference_budget = ConstraintGraph(toy.n), Budget(total)
     oracle = GroundTruthOracle(toy.pids)
@@ -87,9 +83,7 @@ def test_pairs_known_before_the_epoch_or_repeated_are_not_queued(toy: Toy, clien
     a, b, _ = plan[0]
     graph = ConstraintGraph(toy.n)
     graph.add_answer(a, b, False)
-    session = open_selection(
-        0, plan + plan[:1], toy.labels, toy.features, graph, Budget(10), toy.records, toy.logs_dir
-    )
+    session = open_selection(0, plan + plan[:1], toy.labels, toy.features, graph, Budget(10), toy.records, toy.logs_dir)
     keys = [pair_key(p["a"], p["b"]) for p in session.queue["pairs"]]
     assert pair_key(a, b) not in keys and len(keys) == len(set(keys))
     assert graph.answers() == [(a, b, False)], "opening a queue changes nothing in the caller's graph"
@@ -112,9 +106,7 @@ def test_timeout_leaves_unanswered_pairs_unknown_and_uncharged(toy: Toy, client:
         if pair["status"] == "pending":
             assert not graph.known(pair["a"], pair["b"])
     before = events_bytes(toy)
-    late = client.post(
-        "/api/answer", json={"pair_id": queue["pairs"][-1]["id"], "same": True, "annotator": "x"}
-    )
+    late = client.post("/api/answer", json={"pair_id": queue["pairs"][-1]["id"], "same": True, "annotator": "x"})
     assert late.status_code == 410 and events_bytes(toy) == before
     assert client.get("/api/next", params={"annotator": "x"}).json()["done"] is True
 
@@ -139,9 +131,7 @@ def test_a_restart_of_trainer_and_server_keeps_the_answers_and_asks_nothing_twic
     plan = plan_support_pairs(toy.labels, toy.features)
     # Run 1: the queue is open, two answers arrive, then both processes die: nothing closed or committed,
     # and the last event line is torn.
-    open_selection(
-        0, plan, toy.labels, toy.features, ConstraintGraph(toy.n), Budget(100), toy.records, toy.logs_dir
-    )
+    open_selection(0, plan, toy.labels, toy.features, ConstraintGraph(toy.n), Budget(100), toy.records, toy.logs_dir)
     client = TestClient(create_app(toy.logs_dir, TOKEN), headers={"X-SPAL-Token": TOKEN})
     before_crash = [answer_one(client, toy), answer_one(client, toy)]
     assert None not in before_crash
@@ -164,9 +154,7 @@ def test_a_restart_of_trainer_and_server_keeps_the_answers_and_asks_nothing_twic
     assert len(answered) == len(set(answered)) == len(result)
 
 
-def test_rerunning_a_committed_epoch_asks_nothing_and_logs_nothing_twice(
-    toy: Toy, client: TestClient
-) -> None:
+def test_rerunning_a_committed_epoch_asks_nothing_and_logs_nothing_twice(toy: Toy, client: TestClient) -> None:
     worker = run_human(toy, ConstraintGraph(toy.n), Budget(100))
     answer_with_truth(client, toy, worker)
     first = worker.join()
@@ -222,9 +210,7 @@ def test_epoch_state_replays_incrementally_and_rebuilds_after_an_undo() -> None:
     state.sync(events)
     assert state.graph is graph_before, "new events are applied incrementally"
     assert state.answers() == [(0, 1, True), (1, 2, True)], "a known pair is not applied and costs nothing"
-    events.append(
-        {"id": "u", "event": "undo", "target": "x1", "epoch": 0, "annotator": "alice", "a": 1, "b": 2}
-    )
+    events.append({"id": "u", "event": "undo", "target": "x1", "epoch": 0, "annotator": "alice", "a": 1, "b": 2})
     state.sync(events)
     # Replayed from the base without x1: now the (0, 2) answer applies.
     assert state.answers() == [(0, 1, True), (0, 2, False)]

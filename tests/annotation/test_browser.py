@@ -20,7 +20,8 @@ from annotation_helpers import Background, Toy, queue_pair
 
 from spal.active import AnnotationLog, Budget, ConstraintGraph, GroundTruthOracle, select_support_pairs
 from spal.annotation import human_select, serve
-from spal.annotation.session import open_selection, read_events
+from spal.annotation.session import open_selection
+from spal.annotation.store import read_events
 
 pytestmark = pytest.mark.browser
 
@@ -124,10 +125,7 @@ def test_a_person_answers_with_the_keyboard_undoes_and_sees_contradictions(toy: 
             chain = [(0, 1, "positive"), (1, 3, "positive"), (0, 3, "positive")]
             open_selection(1, chain, toy.labels, toy.features, graph, budget, toy.records, toy.logs_dir)
             api = httpx.Client(base_url=url.split("?")[0], headers={"X-SPAL-Token": url.split("token=")[1]})
-            held = [
-                api.get("/api/next", params={"annotator": name}).json()["pair_id"]
-                for name in ("bob", "carol")
-            ]
+            held = [api.get("/api/next", params={"annotator": name}).json()["pair_id"] for name in ("bob", "carol")]
             assert held == ["e1p0", "e1p1"]
             page.wait_for_function("document.body.dataset.pairId === 'e1p2'", timeout=WAIT_MS)
             for pair_id, name in zip(held, ("bob", "carol")):
@@ -142,9 +140,7 @@ def test_a_person_answers_with_the_keyboard_undoes_and_sees_contradictions(toy: 
         stop()
 
     reference, reference_budget = ConstraintGraph(toy.n), Budget(100)
-    expected = select_support_pairs(
-        toy.labels, toy.features, reference, reference_budget, GroundTruthOracle(toy.pids)
-    )
+    expected = select_support_pairs(toy.labels, toy.features, reference, reference_budget, GroundTruthOracle(toy.pids))
     assert result == expected and len(seen) == len(expected)
     assert graph.answers() == reference.answers() and budget.remaining == reference_budget.remaining
     np.testing.assert_array_equal(graph.component_ids(), reference.component_ids())

@@ -148,9 +148,7 @@ def test_erasing_boxes_follow_the_spcl_rules() -> None:
 
 def test_augment_erases_a_rectangle_with_the_authors_fill() -> None:
     height, width = 32, 16
-    augment = TrainAugment(
-        height, width, flip_p=0.0, pad=0, erasing_p=1.0, mean=(0.5, 0.5, 0.5), std=(1, 1, 1)
-    )
+    augment = TrainAugment(height, width, flip_p=0.0, pad=0, erasing_p=1.0, mean=(0.5, 0.5, 0.5), std=(1, 1, 1))
     images = torch.full((50, 3, height, width), 255, dtype=torch.uint8)
     out = augment(images, generator=torch.Generator().manual_seed(4))
     # Outside the box: (1 - 0.5) / 1 = 0.5; inside: SpCL's numbers 0.485 / 0.456 / 0.406, one a channel.
@@ -165,8 +163,9 @@ def test_augment_erases_a_rectangle_with_the_authors_fill() -> None:
     assert torch.equal(erased.sum(dim=(1, 2)), rows * cols)  # a filled rectangle
 
 
-def _reference_train(path: str, height: int, width: int, pad: int, flip: bool, top: int, left: int,
-                     box: list[int]) -> torch.Tensor:
+def _reference_train(
+    path: str, height: int, width: int, pad: int, flip: bool, top: int, left: int, box: list[int]
+) -> torch.Tensor:
     """SpCL's training transform written with torchvision's functional ops, replaying the given choices."""
     import torchvision.transforms.functional as TF
     from torchvision.transforms import InterpolationMode
@@ -203,8 +202,7 @@ def test_train_and_test_tensors_match_a_torchvision_reference(tmp_path) -> None:
     assert 0 < int(draws.flip.sum()) < 8 and 0 < int((draws.boxes[:, 2] > 0).sum()) < 8
     for i, record in enumerate(records):
         top, left = draws.offsets[i].tolist()
-        ref = _reference_train(record[0], height, width, pad, bool(draws.flip[i]), top, left,
-                               draws.boxes[i].tolist())
+        ref = _reference_train(record[0], height, width, pad, bool(draws.flip[i]), top, left, draws.boxes[i].tolist())
         torch.testing.assert_close(out[i], ref, rtol=0, atol=1e-6)
     tests = normalize(images)
     loaded = torch.cat([b[0] for b in make_eval_loader(records, height, width, batch_size=4, workers=0)])

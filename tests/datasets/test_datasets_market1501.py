@@ -39,9 +39,7 @@ def write_market(root: Path, train=TRAIN, query=QUERY, gallery=GALLERY, extra: d
 
 
 def test_loads_records_with_relabelled_train_pids_and_zero_based_cameras(tmp_path: Path) -> None:
-    base = write_market(
-        tmp_path, extra={"query": ["Thumbs.db"], "bounding_box_test": ["Thumbs.db", "readme.txt"]}
-    )
+    base = write_market(tmp_path, extra={"query": ["Thumbs.db"], "bounding_box_test": ["Thumbs.db", "readme.txt"]})
     data = create("market1501", tmp_path)
 
     # Train: sorted by file name, pids 2, 7, 15 -> 0, 1, 2; c1 -> 0.
@@ -54,22 +52,16 @@ def test_loads_records_with_relabelled_train_pids_and_zero_based_cameras(tmp_pat
     # Query and gallery keep their pids; junk (-1) dropped, distractors (0) kept, non-jpg files ignored.
     assert [(pid, cam) for _, pid, cam in data.query] == [(1, 0), (3, 3)]
     assert sorted((pid, cam) for _, pid, cam in data.gallery) == [(0, 0), (1, 1), (3, 4)]
-    assert all(
-        os.path.isabs(path) and os.path.isfile(path) for path, _, _ in data.train + data.query + data.gallery
-    )
+    assert all(os.path.isabs(path) and os.path.isfile(path) for path, _, _ in data.train + data.query + data.gallery)
     assert data.name == "market1501"
     assert data.dataset_dir == str(base)
 
 
-def test_statistics_properties_and_summary(tmp_path: Path) -> None:
+def test_statistics_and_summary(tmp_path: Path) -> None:
     write_market(tmp_path)
     data = create("market1501", tmp_path)
-    assert (data.num_train_pids, data.num_train_imgs, data.num_train_cams) == (3, 4, 4)
-    assert (data.num_query_pids, data.num_query_imgs, data.num_query_cams) == (2, 2, 2)
-    assert (data.num_gallery_pids, data.num_gallery_imgs, data.num_gallery_cams) == (3, 3, 3)
-    assert data.train_pids.tolist() == [0, 1, 1, 2]
-    assert data.train_camids.tolist() == [0, 1, 2, 5]
-    assert data.gallery_pids.dtype.name == "int64"
+    assert [data.statistics(subset) for subset in ("train", "query", "gallery")] == [(3, 4, 4), (2, 2, 2), (3, 3, 3)]
+    assert [(pid, camid) for _, pid, camid in data.train] == [(0, 0), (1, 1), (1, 2), (2, 5)]
     lines = data.summary().splitlines()
     assert lines[1].split() == ["subset", "#", "ids", "#", "images", "#", "cameras"]
     assert [line.split() for line in lines[3:]] == [

@@ -43,7 +43,7 @@ def test_loads_lists_with_train_and_val_combined(tmp_path: Path) -> None:
     assert [(pid, cam) for _, pid, cam in data.gallery] == [(0, 3), (2, 9)]
     assert all(os.path.isabs(path) for path, _, _ in data.train + data.query + data.gallery)
     assert data.name == "msmt17"
-    assert (data.num_train_pids, data.num_train_imgs, data.num_train_cams) == (2, 3, 3)
+    assert data.statistics("train") == (2, 3, 3)
 
 
 def test_blank_lines_and_crlf_are_accepted(tmp_path: Path) -> None:

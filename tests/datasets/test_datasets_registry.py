@@ -28,9 +28,7 @@ def test_expected_tree_lists_folders_and_list_files(tmp_path: Path) -> None:
     assert all(f"{folder}/" in market for folder in ("bounding_box_train", "query", "bounding_box_test"))
     msmt = datasets.expected_tree("msmt17", tmp_path)
     assert str(tmp_path / "msmt17" / "MSMT17_V1") in msmt
-    assert all(
-        name in msmt for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
-    )
+    assert all(name in msmt for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"))
 
 
 def test_log_summary_logs_the_table(caplog: pytest.LogCaptureFixture) -> None:

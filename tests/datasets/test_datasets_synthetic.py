@@ -43,38 +43,32 @@ def test_counts_match_the_request(trees: dict, layout: str) -> None:
     root = trees[layout][0]
     data = create(layout, root)
     assert root == root.absolute() and data.root == str(root)
-    assert data.num_train_pids == NUM_TRAIN_IDS
-    assert sorted(set(data.train_pids.tolist())) == list(range(NUM_TRAIN_IDS))
-    assert data.num_train_imgs == NUM_TRAIN_IDS * TINY["images_per_id"]
-    assert data.num_train_cams == TINY["num_cams"]
-    all_cams = np.concatenate([data.train_camids, data.query_camids, data.gallery_camids])
-    assert set(all_cams.tolist()) <= set(range(TINY["num_cams"]))
+    assert data.statistics("train") == (NUM_TRAIN_IDS, NUM_TRAIN_IDS * TINY["images_per_id"], TINY["num_cams"])
+    assert sorted({pid for _, pid, _ in data.train}) == list(range(NUM_TRAIN_IDS))
+    all_cams = {camid for _, _, camid in data.train + data.query + data.gallery}
+    assert all_cams <= set(range(TINY["num_cams"]))
     test_images = [r for r in data.query + data.gallery if r[1] != 0 or layout == "msmt17"]
     assert len(test_images) == NUM_TEST_IDS * TINY["images_per_id"]
     assert len({pid for _, pid, _ in test_images}) == NUM_TEST_IDS
-    assert set(data.query_pids.tolist()) <= set(data.gallery_pids.tolist())
+    assert set(data.pids("query").tolist()) <= set(data.pids("gallery").tolist())
     assert all(
-        Counter(pid for _, pid, _ in test_images).get(pid) == TINY["images_per_id"] for pid in data.query_pids
+        Counter(pid for _, pid, _ in test_images).get(pid) == TINY["images_per_id"] for pid in data.pids("query")
     )
 
 
 def test_market_train_and_test_identities_are_disjoint(trees: dict) -> None:
     data = create("market1501", trees["market1501"][0])
     raw_train = {market1501.parse_name(path)[0] for path, _, _ in data.train}
-    assert raw_train.isdisjoint(set(data.query_pids.tolist()) | set(data.gallery_pids.tolist()))
-    assert 0 not in raw_train and 0 not in data.query_pids
+    assert raw_train.isdisjoint(set(data.pids("query").tolist()) | set(data.pids("gallery").tolist()))
+    assert 0 not in raw_train and 0 not in data.pids("query")
 
 
 @pytest.mark.parametrize("layout", list(LAYOUT_DIRS))
-def test_same_arguments_give_byte_identical_files_wherever_written(
-    trees: dict, layout: str, tmp_path: Path
-) -> None:
+def test_same_arguments_give_byte_identical_files_wherever_written(trees: dict, layout: str, tmp_path: Path) -> None:
     first, second = (file_bytes(dataset_folder(root, layout)) for root in trees[layout])
     assert len(first) > 2 * TINY["num_ids"]
     assert first == second
-    other_seed = file_bytes(
-        dataset_folder(synthetic.generate(tmp_path, layout, **{**TINY, "seed": 1}), layout)
-    )
+    other_seed = file_bytes(dataset_folder(synthetic.generate(tmp_path, layout, **{**TINY, "seed": 1}), layout))
     assert other_seed != first
 
 
@@ -87,8 +81,8 @@ def test_market_gallery_holds_junk_and_distractors_only_there(trees: dict) -> No
     assert not any(n.startswith(("-1_", "0000_")) for n in names["bounding_box_train"] + names["query"])
     data = create("market1501", trees["market1501"][0])
     assert len(data.gallery) == len(names["bounding_box_test"]) - len(junk)
-    assert int((data.gallery_pids == 0).sum()) == len(distractors)
-    assert -1 not in data.gallery_pids
+    assert int((data.pids("gallery") == 0).sum()) == len(distractors)
+    assert -1 not in data.pids("gallery")
 
 
 def test_msmt_lists_are_non_empty_cover_every_image_once_and_split_train_ids(trees: dict) -> None:
@@ -114,7 +108,7 @@ def test_msmt_lists_are_non_empty_cover_every_image_once_and_split_train_ids(tre
 def test_every_query_has_a_same_identity_gallery_image_from_another_camera(trees: dict, layout: str) -> None:
     data = create(layout, trees[layout][0])
     assert data.query
-    gallery = set(zip(data.gallery_pids.tolist(), data.gallery_camids.tolist()))
+    gallery = set(zip(data.pids("gallery").tolist(), data.camids("gallery").tolist()))
     for _, pid, cam in data.query:
         assert any(g_pid == pid and g_cam != cam for g_pid, g_cam in gallery)
 
@@ -131,15 +125,13 @@ def pixel_features(data: ReIDDataset) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """Every image of a real identity as a centred, L2-normalised 8 x 4 RGB vector, its pid and its camera."""
     # Train and test pids are separate label sets (Market-1501 relabels train, MSMT17 starts both at 0): shift
     # the test pids past the train ones. Market-1501 distractors (pid 0) belong to no identity: left out.
-    offset = data.num_train_pids
+    offset = data.statistics("train")[0]
     records = data.train + [
         (path, pid + offset, cam)
         for path, pid, cam in data.query + data.gallery
         if not (data.name == "market1501" and pid == 0)
     ]
-    x = np.stack(
-        [np.asarray(Image.open(p).resize((4, 8), Image.Resampling.BOX), float).ravel() for p, _, _ in records]
-    )
+    x = np.stack([np.asarray(Image.open(p).resize((4, 8), Image.Resampling.BOX), float).ravel() for p, _, _ in records])
     x -= x.mean(axis=1, keepdims=True)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, np.array([pid for _, pid, _ in records]), np.array([cam for _, _, cam in records])
@@ -165,8 +157,7 @@ def test_same_camera_pairs_are_easier_than_cross_camera_pairs_and_both_than_othe
 def test_generate_takes_the_command_line_positional_order_and_layout_camera_default(tmp_path: Path) -> None:
     root = synthetic.generate(tmp_path, "msmt17", 12, None, 2, 16, 8, 0)
     data = create("msmt17", root)
-    assert data.num_train_cams == synthetic.DEFAULTS["msmt17"]["num_cams"] == 6
-    assert data.num_train_imgs == 6 * 2
+    assert data.statistics("train")[1:] == (6 * 2, synthetic.DEFAULTS["msmt17"]["num_cams"]) == (12, 6)
 
 
 def test_existing_tree_is_never_overwritten(trees: dict) -> None:
@@ -195,7 +186,7 @@ def test_interrupted_generation_leaves_no_tree_and_ensure_then_generates(
     monkeypatch.setitem(synthetic.DEFAULTS, "market1501", TINY)
     assert synthetic.ensure(tmp_path) == tmp_path
     before = file_bytes(dataset_folder(tmp_path, "market1501"))
-    assert create("market1501", tmp_path).num_train_pids == NUM_TRAIN_IDS
+    assert create("market1501", tmp_path).statistics("train")[0] == NUM_TRAIN_IDS
 
     def must_not_generate(*args: object, **kwargs: object) -> Path:
         raise AssertionError("ensure() regenerated an existing tree")

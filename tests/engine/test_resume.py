@@ -16,7 +16,6 @@ from engine_helpers import TINY_TRAIN_ARGS, spal_env
 ARGS = [*TINY_TRAIN_ARGS, *["--epochs", "3", "--iters", "3", "--seed", "2"]]
 
 
-
 def _command(data_dir: Path, logs: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -30,7 +29,6 @@ def _command(data_dir: Path, logs: Path, *extra: str) -> list[str]:
         str(logs),
         *extra,
     ]
-
 
 
 def _answers(logs: Path) -> list[tuple[int, int, bool]]:

@@ -195,7 +195,7 @@ def test_torchrun_prints_one_final_line_and_no_warning(data_dir: Path, tmp_path:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spal", "train",
         *ARGS, "--epochs", "1", "--data-dir", str(data_dir), "--logs-dir", str(tmp_path / "logs"),
-        # 16 images over 2 processes: 8 each, too few for the default groups of 16 (issue 13's layout).
+        # The tiny batch cannot give each of 2 processes a group of 16 images: say how to normalise it.
         "--bn-groups", "1",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=spal_env(), capture_output=True, text=True, timeout=600)

@@ -15,8 +15,20 @@ from spal.models.resnet import resnet18_trunk
 
 
 def _train(args: list[str], logs: Path) -> dict:
-    command = [sys.executable, "-m", "spal", "train", *TINY_TRAIN_ARGS, "--epochs", "1", "--iters", "1", *args,
-               "--logs-dir", str(logs)]
+    command = [
+        sys.executable,
+        "-m",
+        "spal",
+        "train",
+        *TINY_TRAIN_ARGS,
+        "--epochs",
+        "1",
+        "--iters",
+        "1",
+        *args,
+        "--logs-dir",
+        str(logs),
+    ]
     proc = subprocess.run(command, env=spal_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((logs / "final.json").read_text())
@@ -35,7 +47,8 @@ def test_final_json_names_the_weight_file_and_the_batchnorm_layout(data_dir: Pat
     start = torch.load(weights)["conv1.weight"]
     assert (ckpt_conv - start).abs().max() < 1e-2  # one Adam step of lr 3.5e-4 moves it by about lr
 
-    final = _train(["--data-dir", str(data_dir), "--pretrained", "none", "--bn-groups", "1", "-b", "32"],
-                   tmp_path / "random")
+    final = _train(
+        ["--data-dir", str(data_dir), "--pretrained", "none", "--bn-groups", "1", "-b", "32"], tmp_path / "random"
+    )
     assert final["pretrained"] is None and final["pretrained_sha256"] is None
     assert final["bn_batch"] == 32  # an explicit --bn-groups wins

@@ -80,9 +80,7 @@ def test_evaluate_model_equals_evaluate_on_extracted_features(model, images):
     gallery_records = [(f"g{i}.jpg", i % 3, 1 + i % 2) for i in range(6)]
     result = evaluate_model(model, [images[:4]], [images[4:7], images[7:]], query_records, gallery_records)
     features = expected_features(model, images)
-    expected = evaluate(
-        features[:4], features[4:], [0, 1, 2, 0], [0, 1, 2, 0, 1, 2], [0] * 4, [1, 2, 1, 2, 1, 2]
-    )
+    expected = evaluate(features[:4], features[4:], [0, 1, 2, 0], [0, 1, 2, 0, 1, 2], [0] * 4, [1, 2, 1, 2, 1, 2])
     assert result == pytest.approx(expected)
     assert result["num_valid_queries"] == 4
 

@@ -83,9 +83,7 @@ def test_container_spec_mounts_gpus_user_and_command(tmp_path: Path) -> None:
 
 
 def test_container_spec_environment_override_and_synthetic_rw(tmp_path: Path) -> None:
-    spec = _spec(
-        tmp_path, environment={"DATA_DIR": "/elsewhere", "CUDA_VISIBLE_DEVICES": "0"}, data_mode="rw"
-    )
+    spec = _spec(tmp_path, environment={"DATA_DIR": "/elsewhere", "CUDA_VISIBLE_DEVICES": "0"}, data_mode="rw")
     assert spec["environment"]["DATA_DIR"] == "/elsewhere"
     assert spec["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert spec["volumes"][str(tmp_path / "data")]["mode"] == "rw"
@@ -118,9 +116,7 @@ def test_container_spec_is_accepted_by_the_sdk(tmp_path: Path) -> None:
     assert not unknown, f"containers.run does not take {unknown}"
     host = HostConfig(version="1.41", device_requests=spec["device_requests"], binds=spec["volumes"])
     assert host["DeviceRequests"] == [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    assert sorted(host["Binds"]) == sorted(
-        [f"{tmp_path / 'data'}:/data:ro", f"{tmp_path / 'out'}:/results:rw"]
-    )
+    assert sorted(host["Binds"]) == sorted([f"{tmp_path / 'data'}:/data:ro", f"{tmp_path / 'out'}:/results:rw"])
     assert docker.__version__
 
 
@@ -139,10 +135,7 @@ def test_run_reproduce_streams_logs_and_passes_the_exit_code_on(tmp_path: Path) 
 
 
 def test_run_reproduce_zero_exit_and_interrupt_stops_the_container(tmp_path: Path) -> None:
-    assert (
-        hd.run_reproduce(FakeClient(FakeContainer([], {"StatusCode": 0})), _spec(tmp_path), io.StringIO())
-        == 0
-    )
+    assert hd.run_reproduce(FakeClient(FakeContainer([], {"StatusCode": 0})), _spec(tmp_path), io.StringIO()) == 0
     container = FakeContainer([b"x"], {"StatusCode": 0}, interrupt=True)
     with pytest.raises(KeyboardInterrupt):
         hd.run_reproduce(FakeClient(container), _spec(tmp_path), io.StringIO())
@@ -234,9 +227,7 @@ def test_main_reports_a_missing_image_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     docker = pytest.importorskip("docker")
-    monkeypatch.setattr(
-        hd, "connect", lambda: FakeClient(run_error=docker.errors.ImageNotFound("no such image"))
-    )
+    monkeypatch.setattr(hd, "connect", lambda: FakeClient(run_error=docker.errors.ImageNotFound("no such image")))
     argv = ["reproduce", "--dataset", "synthetic", "--data-dir", str(tmp_path), "--tag", "spal:nope"]
     assert hd.main([*argv, "--results-dir", str(tmp_path / "r")]) == hd.EXIT_DOCKER_ERROR
     err = capsys.readouterr().err
@@ -274,9 +265,7 @@ def test_build_image_raises_on_a_daemon_error(tmp_path: Path) -> None:
 def test_git_revision_reads_commit_and_dirty_flag(tmp_path: Path) -> None:
     def git(*args: str) -> str:
         command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
-        return subprocess.run(
-            command, cwd=tmp_path, check=True, capture_output=True, text=True
-        ).stdout.strip()
+        return subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
 
     assert hd.git_revision(tmp_path) == ("unknown", "unknown")
     git("init", "-q")

@@ -85,9 +85,7 @@ def test_bounds_are_the_known_rows_as_written() -> None:
 def test_paper_value_lookups() -> None:
     tables = load_tables()
     assert paper_value(tables["bounds"], "SpCL (unsupervised)", "market1501", "mAP", arch="resnet50") == 73.1
-    assert (
-        paper_value(tables["bounds"], "SpCL (unsupervised)", "msmt17", "rank1", arch="resnet50_ibn_a") == 48.9
-    )
+    assert paper_value(tables["bounds"], "SpCL (unsupervised)", "msmt17", "rank1", arch="resnet50_ibn_a") == 48.9
     assert paper_value(tables["spal_main"], "SPAL", "msmt17", "queries") is None
     assert paper_value(tables["spal_ablation"], "selection=random", "market1501", "mAP") is None
     with pytest.raises(KeyError, match="2 rows"):
@@ -141,17 +139,13 @@ def test_validation_errors_name_the_file_and_row(
 
 def test_table_name_must_match_the_file(paper_copy: Path) -> None:
     _edit(paper_copy, "spal_main", lambda d: d.update(table="other"))
-    with pytest.raises(
-        PaperTableError, match="spal_main.json: 'table' is 'other'; it must equal the file name"
-    ):
+    with pytest.raises(PaperTableError, match="spal_main.json: 'table' is 'other'; it must equal the file name"):
         load_tables(paper_copy)
 
 
 def test_row_errors_name_the_row(paper_copy: Path) -> None:
     _edit(paper_copy, "spal_ablation", lambda d: d["rows"][2]["market1501"].update(rank5=-1))
-    with pytest.raises(
-        PaperTableError, match=r"spal_ablation\.json: row 2 \(method 'w/o constrained clustering"
-    ):
+    with pytest.raises(PaperTableError, match=r"spal_ablation\.json: row 2 \(method 'w/o constrained clustering"):
         load_tables(paper_copy)
 
 

@@ -228,9 +228,7 @@ CONTRACT_KEYS = (
 ).split()
 
 
-@pytest.mark.parametrize(
-    ("name", "dataset"), [("paper", "market1501"), ("ci", "synthetic"), ("smoke", "msmt17")]
-)
+@pytest.mark.parametrize(("name", "dataset"), [("paper", "market1501"), ("ci", "synthetic"), ("smoke", "msmt17")])
 def test_every_protocol_builds_the_engine_train_config(name: str, dataset: str) -> None:
     train = load_protocol(name, dataset)["train"]
     assert set(CONTRACT_KEYS) <= set(train)

@@ -74,9 +74,25 @@ def test_ci_regression_fails_a_method_that_ignores_its_constraints(tmp_path: Pat
     }
     data_dir = os.environ.get("DATA_DIR", str(ROOT / "data"))
     done = subprocess.run(
-        [sys.executable, "-m", "harness", "ci-regression", "--baseline", str(path), "--data-dir", data_dir,
-         "--override", "clustering=plain", "--override", "lambda_sp=0"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "ci-regression",
+            "--baseline",
+            str(path),
+            "--data-dir",
+            data_dir,
+            "--override",
+            "clustering=plain",
+            "--override",
+            "lambda_sp=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
     )
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     assert "FAIL: the labels no longer help" in done.stdout
@@ -95,4 +111,21 @@ def test_calibration_takes_three_standard_errors_of_the_cut_from_all_seeds() -> 
     assert numbers["measured"]["gain_mean"] == 5.0 and numbers["measured"]["seeds"] == [1, 2, 3, 4, 5]
     # A weak, noisy gain never lowers the bar to 0: a method whose labels do nothing still fails.
     noisy = calibrate(full, {1: 50.0, 2: 48.0, 3: 49.0, 4: 52.0, 5: 47.0}, cut=[1, 2, 3])
-    assert noisy["gain"]["min_mAP"] == 0.5
+    assert noisy["gain"]["min_mAP"] == 0.25
+
+
+def test_calibration_widens_to_cover_a_second_draw_of_the_pipeline() -> None:
+    from harness.regression import calibrate
+
+    full = {1: 50.0, 2: 52.0, 3: 48.0, 4: 51.0, 5: 49.0}
+    zero = {1: 45.0, 2: 46.0, 3: 44.0, 4: 46.0, 5: 44.0}
+    alone = calibrate(full, zero, cut=[1, 2, 3, 4, 5])
+    # Another pretraining: 2 points lower on average and noisier; its gain is smaller too.
+    other_full = {1: 44.0, 2: 50.0, 3: 47.0, 4: 49.0, 5: 50.0}  # mean 48, sd 2.5495
+    other_zero = {1: 42.0, 2: 46.0, 3: 45.0, 4: 46.0, 5: 46.0}
+    both = calibrate(full, zero, cut=[1, 2, 3, 4, 5], other_draws=[(other_full, other_zero)])
+    width = 3 / 5**0.5
+    assert both["full"]["mAP"] == alone["full"]["mAP"] == 50.0
+    assert both["full"]["mAP_tolerance"] == round(max(width * 2.5495098, 2.0 + width * 2.5495098 / 2), 2)
+    assert both["full"]["mAP_tolerance"] > alone["full"]["mAP_tolerance"]
+    assert both["gain"]["min_mAP"] < alone["gain"]["min_mAP"]

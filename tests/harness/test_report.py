@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harness.bench.headlines import headline_of
 from harness.compare import (
     Summary,
     comparison_records,
@@ -111,12 +112,8 @@ def make_run(
 def results(tmp_path: Path) -> Path:
     """Results: 2 seeds of Market-1501 `full`, an ablation, a budget-0 run, synthetic runs, a bench file."""
     root = tmp_path / "results"
-    make_run(
-        root, "market1501", "paper", "m-full-s1", 1, {"mAP": 70.0, "rank1": 86.0, "queries_spent": 20000}
-    )
-    make_run(
-        root, "market1501", "paper", "m-full-s2", 2, {"mAP": 72.0, "rank1": 88.0, "queries_spent": 22000}
-    )
+    make_run(root, "market1501", "paper", "m-full-s1", 1, {"mAP": 70.0, "rank1": 86.0, "queries_spent": 20000})
+    make_run(root, "market1501", "paper", "m-full-s2", 2, {"mAP": 72.0, "rank1": 88.0, "queries_spent": 22000})
     make_run(
         root,
         "market1501",
@@ -157,9 +154,7 @@ def results(tmp_path: Path) -> Path:
     bench = root / "bench"
     bench.mkdir()
     (bench / "jaccard.json").write_text(
-        json.dumps(
-            {"device": "cpu", "results": [{"name": "jaccard", "n": 1000, "ours_s": 0.5, "ratio": 4.25}]}
-        )
+        json.dumps({"device": "cpu", "results": [{"name": "jaccard", "n": 1000, "ours_s": 0.5, "ratio": 4.25}]})
     )
     return root
 
@@ -208,13 +203,9 @@ def test_report_content(results: Path) -> None:
     report = build_report(results)
     market = _section(report, "## Market-1501")
     # The paper's rows: every null reads n/a; the bounds as written.
-    paper_main = _section(
-        market, "### Paper: Comparison with active-learning methods (`results/paper/spal_main.json`)"
-    )
+    paper_main = _section(market, "### Paper: Comparison with active-learning methods (`results/paper/spal_main.json`)")
     assert paper_main.count(NA_PAPER) == 5
-    bounds = _section(
-        market, "### Bounds: no labels and all labels (`results/paper/bounds.json`, not SPAL numbers)"
-    )
+    bounds = _section(market, "### Bounds: no labels and all labels (`results/paper/bounds.json`, not SPAL numbers)")
     assert "| 73.1 " in bounds and "| 88.1 " in bounds and "| 86.1 " in bounds
     # Reproduced: mean ± sample std over the two seeds, with the run ids.
     reproduced = _section(market, "### Reproduced on Market-1501")
@@ -233,9 +224,7 @@ def test_report_content(results: Path) -> None:
     spcl = next(line for line in comparison.splitlines() if "budget=0" in line and "| mAP " in line)
     assert "SpCL (unsupervised)" in spcl and "-13.10" in spcl and "lower by more than 2" in spcl
     # Annotation cost: measured queries, share of 2n and of all pairs.
-    cost = _section(
-        market, "### Annotation cost on Market-1501 (pair queries; one same/different answer = 1)"
-    )
+    cost = _section(market, "### Annotation cost on Market-1501 (pair queries; one same/different answer = 1)")
     measured = next(line for line in cost.splitlines() if "/ full " in line)
     assert "21,000 ± 1,414" in measured
     assert f"{100 * 21000 / (2 * MARKET_N):.3g}%" in measured
@@ -293,13 +282,9 @@ def test_filled_paper_value_gives_difference_and_verdict(results: Path) -> None:
     assert "| 80.0 " in full_map and "| -9.00 " in full_map and "lower by more than 2" in full_map
     full_r1 = next(line for line in comparison.splitlines() if "| full " in line and "| Rank-1 " in line)
     assert full_r1.count(NA_PAPER) == 2
-    paper_main = _section(
-        report, "### Paper: Comparison with active-learning methods (`results/paper/spal_main.json`)"
-    )
+    paper_main = _section(report, "### Paper: Comparison with active-learning methods (`results/paper/spal_main.json`)")
     assert "test: a filled-in value" in paper_main and "| 80.0 " in paper_main
-    cost = _section(
-        report, "### Annotation cost on Market-1501 (pair queries; one same/different answer = 1)"
-    )
+    cost = _section(report, "### Annotation cost on Market-1501 (pair queries; one same/different answer = 1)")
     assert f"{100 * 21500 / (2 * MARKET_N):.3g}%" in cost
 
 
@@ -366,21 +351,40 @@ def test_runs_section_names_commit_and_unreadable_files(results: Path) -> None:
 
 
 def test_bench_headlines_state_each_figure_with_its_same_run_baseline() -> None:
-    from harness.report import bench_headlines
-
-    evaluation = {"size": "msmt17", "device": "cpu", "timing": {"wall_s": 20.0},
-                  "baseline": {"naive_full_sort_extrapolated_s": 100.0}, "memory": {"process_peak_rss_mb": 1500.0},
-                  "machine": {"cpu_model": "CPU X"}, "provenance": {"git_commit": "abcdef1234"}}
-    [row] = bench_headlines("evaluation-msmt17-cpu.json", evaluation)
+    # Files written before the benchmarks wrote their headline get the one their benchmark writes now.
+    evaluation = {
+        "size": "msmt17",
+        "device": "cpu",
+        "timing": {"wall_s": 20.0},
+        "baseline": {"naive_full_sort_extrapolated_s": 100.0},
+        "memory": {"process_peak_rss_mb": 1500.0},
+        "machine": {"cpu_model": "CPU X"},
+        "provenance": {"git_commit": "abcdef1234"},
+    }
+    [row] = headline_of("evaluation-msmt17-cpu.json", evaluation)
     assert row["measured"] == "20.0 s" and row["ratio"] == "5.00x faster" and row["peak memory"] == "1500 MB"
     assert row["machine"] == "CPU X" and row["commit"] == "abcdef1"
-    label = {"size": "market1501", "device": "cpu",
-             "timing": {"label_phase_s": 6.0, "knn_baseline_s": 4.0, "label_phase_over_knn": 1.5},
-             "memory": {"label_phase_process_peak_rss_mb": 1000.0},
-             "dense_reference": {"dense_reference_s": 20.0, "jaccard_s": 5.0, "dense_over_jaccard": 4.0}}
-    rows = bench_headlines("label-phase-market1501-cpu.json", label)
+    label = {
+        "size": "market1501",
+        "device": "cpu",
+        "timing": {"label_phase_s": 6.0, "knn_baseline_s": 4.0, "label_phase_over_knn": 1.5},
+        "memory": {"label_phase_process_peak_rss_mb": 1000.0},
+        "dense_reference": {"dense_reference_s": 20.0, "jaccard_s": 5.0, "dense_over_jaccard": 4.0},
+    }
+    rows = headline_of("label-phase-market1501-cpu.json", label)
     assert [r["ratio"] for r in rows] == ["1.50x the k-NN", "4.00x faster"]
-    assert bench_headlines("something-else.json", {"x": 1}) == []
+    assert headline_of("something-else.json", {"x": 1}) == []
+    written = [{"what": "a step", "measured": "1.0 s"}]
+    assert headline_of("evaluation-msmt17-cpu.json", {**evaluation, "headline": written}) == written
+
+
+def test_the_benchmarks_table_shows_the_headline_a_file_holds(results: Path) -> None:
+    headline = {"what": "a new benchmark", "measured": "2.0 s", "baseline (same run)": "x: 4.0 s", "ratio": "2x"}
+    (results / "bench" / "new-bench.json").write_text(json.dumps({"timing": {"s": 2.0}, "headline": [headline]}))
+    bench = _section(build_report(results), "## Benchmarks")
+    assert "| a new benchmark " in bench and "| x: 4.0 s " in bench
+    details = bench[bench.index("results/bench/new-bench.json") :]
+    assert "timing.s" in details and "a new benchmark" not in details  # the headline is not repeated below
 
 
 # ------------------------------------------------------------------------------- run sets and pairing
@@ -492,8 +496,15 @@ def test_paired_comparisons_on_hand_made_numbers(tmp_path: Path) -> None:
     # DUS vs random at 1n on seeds 1 and 2 only (random has no seed 3): differences 2 and 4.
     for seed, dus, rnd in ((1, 25.0, 23.0), (2, 27.0, 23.0)):
         _synthetic(root, f"dus1n-s{seed}", seed, dus, env, variant="budget=1n", train={"budget": "1n"})
-        _synthetic(root, f"rnd1n-s{seed}", seed, rnd, env, variant="selection=random,budget=1n",
-                   train={"budget": "1n", "selection": "random"})
+        _synthetic(
+            root,
+            f"rnd1n-s{seed}",
+            seed,
+            rnd,
+            env,
+            variant="selection=random,budget=1n",
+            train={"budget": "1n", "selection": "random"},
+        )
     _synthetic(root, "dus1n-s3", 3, 26.0, env, variant="budget=1n", train={"budget": "1n"})
     runs, _ = load_runs(root)
     records = paired_records(group_runs(runs))
@@ -585,8 +596,15 @@ def _cells(section: str, run_id: str) -> dict[str, str]:
 
 def test_runs_listing_shows_layout_and_weights_and_flags_paper_runs_that_differ(results: Path) -> None:
     weights = {"name": "resnet50-imagenet.pth", "sha256": "ab" * 32}
-    make_run(results, "market1501", "paper", "m-as-paper", 3,
-             {"mAP": 71.0, "bn_batch": 16, "pretrained": weights, "precision": "bf16"}, config={"world_size": 4})
+    make_run(
+        results,
+        "market1501",
+        "paper",
+        "m-as-paper",
+        3,
+        {"mAP": 71.0, "bn_batch": 16, "pretrained": weights, "precision": "bf16"},
+        config={"world_size": 4},
+    )
     listing = _section(build_report(results), "## Runs")
     as_paper = _cells(listing, "m-as-paper")
     assert as_paper["world size"] == "4" and as_paper["BN batch"] == "16"
@@ -633,7 +651,8 @@ def test_report_runs_on_the_committed_results(tmp_path: Path) -> None:
 
 
 def test_gpu_section_states_device_phases_and_the_goals_from_a_record(tmp_path: Path) -> None:
-    from harness.report import bench_headlines, gpu_protocol_section
+    from harness.bench.headlines import gpu_protocol_headline, headline_of
+    from harness.report import gpu_protocol_section
 
     record = {
         "device": "NVIDIA H200", "torch": "2.14.1", "git_commit": "0123456789abcdef", "epochs_timed": 2,
@@ -655,8 +674,10 @@ def test_gpu_section_states_device_phases_and_the_goals_from_a_record(tmp_path: 
     assert "80.0% (6400.0 of 8000.0 img/s) | >= 85% | not met" in text
     assert "| label phase an epoch | 2.00 s | <= 3.0 s | met |" in text
     assert "No GPU record yet" in "\n".join(gpu_protocol_section([]))
-    [row] = bench_headlines("gpu-protocol-msmt17-nvidia-h200.json", record)
+    # The benchmark writes this headline into its file; a file from before it did gets the same one.
+    [row] = gpu_protocol_headline("gpu-protocol-msmt17-nvidia-h200.json", record)
     assert row["ratio"] == "80.0% of the ceiling" and row["machine"] == "NVIDIA H200" and row["commit"] == "0123456"
+    assert headline_of("gpu-protocol-msmt17-nvidia-h200.json", record) == [row]
 
 
 def test_runs_listing_names_the_precision_also_of_runs_from_before_the_flag(results: Path) -> None:

@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=900,
+    )
 
 
 @pytest.mark.parametrize("dataset", ["market1501", "msmt17"])
@@ -29,8 +35,10 @@ def test_missing_data_prints_the_tree_and_fails_fast(tmp_path: Path, dataset: st
     assert done.returncode == 2
     assert time.monotonic() - start < 20
     assert "Traceback" not in done.stderr
-    expected = {"market1501": ["Market-1501-v15.09.15", "bounding_box_train", "query", "bounding_box_test"],
-                "msmt17": ["MSMT17_V1", "list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"]}
+    expected = {
+        "market1501": ["Market-1501-v15.09.15", "bounding_box_train", "query", "bounding_box_test"],
+        "msmt17": ["MSMT17_V1", "list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"],
+    }
     for name in expected[dataset]:
         assert name in done.stderr
 
@@ -84,8 +92,11 @@ def test_paper_reproduce_without_weights_stops_before_any_work(tmp_path: Path) -
     for folder in ("bounding_box_train", "query", "bounding_box_test"):
         (root / folder).mkdir(parents=True)
     hub = tmp_path / "torch-home" / "hub" / "checkpoints"
-    env = {"TORCH_HOME": str(tmp_path / "torch-home"), "SPAL_RESULTS_DIR": str(tmp_path / "results"),
-           "SPAL_LOGS_DIR": str(tmp_path / "logs")}
+    env = {
+        "TORCH_HOME": str(tmp_path / "torch-home"),
+        "SPAL_RESULTS_DIR": str(tmp_path / "results"),
+        "SPAL_LOGS_DIR": str(tmp_path / "logs"),
+    }
     done = _harness("reproduce", "DATASET=market1501", "--data-dir", str(tmp_path / "data"), env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if "resnet50-0676ba61.pth" in x]
@@ -93,8 +104,14 @@ def test_paper_reproduce_without_weights_stops_before_any_work(tmp_path: Path) -
     assert "PRETRAINED=PATH" in line
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
     # A given file that is not there is named too (PRETRAINED=PATH, as make reproduce passes it).
-    done = _harness("reproduce", "DATASET=market1501", "--data-dir", str(tmp_path / "data"),
-                    f"PRETRAINED={tmp_path / 'w' / 'resnet50-0676ba61.pth'}", env=env)
+    done = _harness(
+        "reproduce",
+        "DATASET=market1501",
+        "--data-dir",
+        str(tmp_path / "data"),
+        f"PRETRAINED={tmp_path / 'w' / 'resnet50-0676ba61.pth'}",
+        env=env,
+    )
     assert done.returncode == 2 and str(tmp_path / "w" / "resnet50-0676ba61.pth") in done.stderr
 
 
@@ -111,8 +128,9 @@ def test_the_run_id_names_weights_by_file_not_folder() -> None:
     assert len({here.run_id("c" * 40), hub.run_id("c" * 40), random.run_id("c" * 40)}) == 3
 
 
-@pytest.mark.parametrize(("gpus", "layout"), [(0, (1, 4, 16)), (1, (1, 4, 16)), (2, (2, 2, 16)), (4, (4, 1, 16)),
-                                              (8, (4, 1, 16))])
+@pytest.mark.parametrize(
+    ("gpus", "layout"), [(0, (1, 4, 16)), (1, (1, 4, 16)), (2, (2, 2, 16)), (4, (4, 1, 16)), (8, (4, 1, 16))]
+)
 def test_paper_cells_keep_batchnorm_over_16_images_at_every_world_size(gpus: int, layout: tuple) -> None:
     from harness.runs import process_layout
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from harness.bench import evaluation as bench
+from harness.bench.headlines import evaluation_headline
 
 
 def test_small_benchmark_writes_a_complete_result(tmp_path):
@@ -21,3 +22,7 @@ def test_small_benchmark_writes_a_complete_result(tmp_path):
     assert result["notes"].startswith("smoke test")
     assert {"git_commit", "git_dirty", "torch", "date"} <= result["provenance"].keys()
     assert result["provenance"]["torch"]
+    # The benchmark writes its own headline (what the report shows), the one of the figures in the file.
+    headline = result.pop("headline")
+    assert headline == evaluation_headline("evaluation-small-cpu.json", result)
+    assert headline[0]["what"] == "evaluate (small, cpu)" and headline[0]["ratio"].endswith("x faster")

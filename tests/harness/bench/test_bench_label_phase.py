@@ -11,12 +11,13 @@ import pytest
 # The benchmark's baseline is a bare faiss search: without faiss (a stock GPU image) these tests skip, saying so.
 pytest.importorskip("faiss", reason="the label-phase benchmark's baseline is a bare faiss k-NN search")
 
+from harness.bench.headlines import label_phase_headline  # noqa: E402
 from harness.bench.label_phase import (  # noqa: E402
     SIZES,
-    _truthful_pairs,
     dense_reference_jaccard,
     main,
     make_features,
+    truthful_pairs,
 )
 from spal.clustering import jaccard_distance  # noqa: E402
 
@@ -35,7 +36,7 @@ def test_dense_reference_agrees_with_jaccard_distance() -> None:
 
 def test_truthful_pairs_are_distinct_and_half_inside_an_identity() -> None:
     pids = np.repeat(np.arange(50), np.arange(2, 52))
-    pairs = _truthful_pairs(pids, np.random.default_rng(1))
+    pairs = truthful_pairs(pids, np.random.default_rng(1))
     n = len(pids)
     assert np.all(pairs[:, 0] != pairs[:, 1])
     assert np.all(pids[pairs[:n, 0]] == pids[pairs[:n, 1]])
@@ -54,3 +55,7 @@ def test_small_run_writes_the_result(tmp_path: Path) -> None:
     assert result["clusters_plain"]["num_clusters"] > 0
     assert {"machine", "provenance", "notes"} <= set(result)
     assert {"git_commit", "git_dirty", "torch", "faiss", "date"} <= set(result["provenance"])
+    # The benchmark writes its own headline (what the report shows), the one of the figures in the file.
+    headline = result.pop("headline")
+    assert headline == label_phase_headline("label-phase-small-cpu.json", result)
+    assert headline[0]["what"] == "label phase (small, cpu)" and headline[0]["ratio"].endswith("x the k-NN")

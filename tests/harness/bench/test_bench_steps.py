@@ -60,8 +60,9 @@ def test_bench_selection(benchmark, distances, population, table) -> None:
     labels = constrained_dbscan(distances, 0.6, 4)
 
     def select() -> list:
-        return select_support_pairs(labels, features, ConstraintGraph(N), Budget(2 * N), GroundTruthOracle(pids),
-                                    neighbours=table)
+        return select_support_pairs(
+            labels, features, ConstraintGraph(N), Budget(2 * N), GroundTruthOracle(pids), neighbours=table
+        )
 
     asked = benchmark(select)
     assert 0 < len(asked) <= 2 * (labels.max() + 1)
@@ -72,6 +73,7 @@ def test_bench_evaluate(benchmark, population) -> None:
     cams = np.arange(N) % 6
     query = np.arange(0, N, 8)
     gallery = np.setdiff1d(np.arange(N), query)
-    result = benchmark(evaluate, features[query], features[gallery], pids[query], pids[gallery], cams[query],
-                       cams[gallery])
+    result = benchmark(
+        evaluate, features[query], features[gallery], pids[query], pids[gallery], cams[query], cams[gallery]
+    )
     assert 0 < result["mAP"] <= 1 and result["num_valid_queries"] == len(query)
