@@ -24,6 +24,9 @@ FROM python:3.11.7-slim-bookworm
 # The repository's .git is not sent to the build (see .dockerignore); the harness records the commit from these.
 ARG GIT_COMMIT=unknown
 ARG GIT_DIRTY=unknown
+# The tested torch pair, exactly (pyproject.toml gives ranges; the Makefile's TORCH_PINS name the same pair).
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
 
 # HOME, USER and the cache folders are fixed and world-writable so that `docker run -u UID:GID` with any host
 # user (so that files written to /results belong to that user) still finds a home, a user name (torch's
@@ -62,11 +65,12 @@ WORKDIR /app
 # same folder, so whichever pip unpacks last wins. faiss-cpu is removed and the GPU wheel, at the version pip just
 # resolved from pyproject.toml, is unpacked again over the now partly emptied folder.
 COPY pyproject.toml README.md ./
-# DL3013 (pin versions in pip): the pins are pyproject.toml's, and the faiss-gpu-cu12 version is the resolved one.
+# DL3013 (pin versions in pip): the pins are pyproject.toml's and the torch ARGs, and the faiss-gpu-cu12 version is
+# the resolved one.
 # hadolint ignore=DL3013
 RUN mkdir -p spal harness \
     && touch spal/__init__.py harness/__init__.py \
-    && pip install -e '.[gpu]' \
+    && pip install -e '.[gpu]' "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
     && FAISS_GPU="faiss-gpu-cu12==$(python -c 'import importlib.metadata as m; print(m.version("faiss-gpu-cu12"))')" \
     && pip uninstall -y faiss-cpu \
     && pip install --no-deps --force-reinstall "${FAISS_GPU}" \

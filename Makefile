@@ -6,6 +6,8 @@ PROTOCOL ?=
 SEEDS ?=
 DATA_DIR ?= data
 export DATA_DIR
+# The torch pair the project is tested with (pyproject.toml gives ranges; the Dockerfile's ARGs name the same pair).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: help setup pretrain demo test test-browser lint bench bench-eval bench-label gpu-check reproduce report ci-regression \
         ablation sweep docker-build docker-reproduce lint-docker clean
@@ -16,7 +18,7 @@ help:  ## list the targets
 setup:  ## create .venv and install spal with its test, browser and docker extras (CPU or CUDA machine)
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -e '.[test,browser,docker]'
+	.venv/bin/pip install -e '.[test,browser,docker]' $(TORCH_PINS)
 
 pretrain:  ## the synthetic benchmark's pretrained backbone (cached under DATA_DIR/pretrained/; make demo does it too)
 	$(PY) -m spal pretrain --data-dir $(DATA_DIR)
@@ -52,7 +54,7 @@ bench: bench-eval bench-label  ## every timing benchmark (+ pytest-benchmark per
 		--benchmark-json results/bench/pytest-benchmark-$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')").json
 	$(PY) -m harness bench
 
-gpu-check:  ## on a machine with a GPU: gpu tests, CUDA benchmarks, a short ResNet-50 paper-layout run
+gpu-check:  ## on a lent GPU machine (stock Python, no install): the paper protocol at MSMT17 size, timed; gpu tests
 	bash harness/gpu_check.sh
 
 reproduce:  ## make reproduce DATASET=market1501|msmt17|synthetic [PROTOCOL=paper] [SEEDS=1,2,3] [DATA_DIR=...] [PRETRAINED=PATH]

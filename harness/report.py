@@ -758,8 +758,83 @@ def _training_section(inputs: _Inputs) -> list[str]:
     return lines
 
 
+def _seconds(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2f} s"
+
+
+def gpu_protocol_section(records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The GPU section: for each ``gpu-protocol-msmt17-*.json`` record (``make gpu-check``), the device, each
+    phase an epoch, and the three goals of the paper protocol on one GPU against the measured figures."""
+    lines = ["### The paper protocol on one GPU (MSMT17 size)", ""]
+    if not records:
+        return lines + ["No GPU record yet: `make gpu-check` on a GPU machine writes "
+                        "`results/bench/gpu-protocol-msmt17-<device>.json`.", ""]  # fmt: skip
+    for name, data in records:
+        targets = data.get("targets", {})
+        ratio, ceiling = data.get("ratio"), data.get("ceiling_img_s")
+        met = data.get("meets_targets", {})
+        verdict = {key: "met" if met.get(key) else "not met" for key in ("projected_total_s", "ratio", "label_phase_s")}
+        lines += [
+            f"`results/bench/{name}`: {data.get('device')}, torch {data.get('torch')}, commit "
+            f"{(data.get('git_commit') or 'unknown')[:12]}, {data.get('epochs_timed')} epochs timed.",
+            "",
+            _md_table(
+                ["epoch", "label phase", "train", "evaluation", "checkpoint"],
+                [
+                    [
+                        p.get("epoch"),
+                        _seconds(p.get("label_phase_s")),
+                        _seconds(p.get("train_s")),
+                        _seconds(p.get("evaluation_s")),
+                        _seconds(p.get("checkpoint_s")),
+                    ]
+                    for p in data.get("per_epoch", [])
+                ],
+            ),  # fmt: skip
+            "",
+            _md_table(
+                ["goal", "measured", "target", ""],
+                [
+                    [
+                        "50-epoch protocol (projected)",
+                        _seconds(data.get("projected_total_s")),
+                        f"<= {targets.get('projected_total_s')} s",
+                        verdict["projected_total_s"],
+                    ],
+                    [
+                        "training step vs CUDA-graph ceiling",
+                        "n/a" if ratio is None else f"{ratio:.1%} ({data.get('train_img_s')} of {ceiling} img/s)",
+                        f">= {targets.get('ratio', 0):.0%}",
+                        verdict["ratio"],
+                    ],
+                    [
+                        "label phase an epoch",
+                        _seconds(data.get("label_phase_s")),
+                        f"<= {targets.get('label_phase_s')} s",
+                        verdict["label_phase_s"],
+                    ],
+                ],
+            ),  # fmt: skip
+            "",
+            f"Start-up {_seconds(data.get('startup_s'))}, warm-up {_seconds(data.get('warmup_s'))}, compile "
+            f"{_seconds(data.get('compile_s'))}, one evaluation at the real test sizes "
+            f"{_seconds(data.get('evaluation_s'))}, test-set decode {_seconds(data.get('test_decode_s'))}. "
+            f"{data.get('projection_formula', '')}.",
+            "",
+        ]
+    return lines
+
+
 def _bench_section(inputs: _Inputs) -> list[str]:
     lines = ["## Benchmarks", ""]
+    gpu_records = []
+    for name, _, _ in inputs.bench:
+        if name.startswith("gpu-protocol-"):
+            try:
+                gpu_records.append((name, json.loads((inputs.results / "bench" / name).read_text())))
+            except (OSError, json.JSONDecodeError):
+                continue  # the headline loop below names the unreadable file
+    lines += gpu_protocol_section(gpu_records)
     if not inputs.bench:
         return lines + ["No benchmark results yet (`results/bench/*.json`).", ""]
     headlines: list[dict[str, Any]] = []
@@ -825,6 +900,20 @@ def _pretrained_cell(value: Any) -> str:
     return Path(str(value)).name
 
 
+def _precision_cell(run: Run) -> str:
+    """The precision a run trained in: ``final.json``'s, else the one its config asked for; runs made before
+    ``--precision`` existed say it through ``amp`` (bf16 autocast when true)."""
+    precision = _recorded(run, "precision")
+    if isinstance(precision, str):
+        return precision
+    if precision is None:
+        return "default (bf16 on CUDA, fp32 on the CPU)"
+    amp = _recorded(run, "amp")
+    if isinstance(amp, bool):
+        return "bf16 (amp)" if amp else "fp32"
+    return "n/a"
+
+
 def _run_bn_batch(run: Run) -> tuple[float | None, str]:
     """The BN batch as recorded (``bn_batch``), else as the config implies it (:attr:`Run.bn_batch`)."""
     recorded = _recorded(run, "bn_batch")
@@ -866,6 +955,7 @@ def _runs_section(inputs: _Inputs) -> list[str]:
     lines = ["## Runs", ""]
     if inputs.runs:
         headers = ["run", "data set", "protocol", "variant", "seed", "status", "mAP", "queries spent", "device"]
+        headers.append("precision")
         headers += ["world size", "BN batch", "pretrained", "paper layout/weights", "git commit", "in report"]
         headers.append("path")
         used_paths = {run.path for runs in inputs.groups.values() for run in runs}
@@ -891,6 +981,7 @@ def _runs_section(inputs: _Inputs) -> list[str]:
                     fmt_num(final.get("mAP")),
                     fmt_int(final.get("queries_spent")),
                     final.get("device") or (run.env or {}).get("gpu_name") or "n/a",
+                    _precision_cell(run),
                     "n/a" if world is None else str(world),
                     bn_text,
                     _pretrained_cell(_recorded(run, "pretrained")),

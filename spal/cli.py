@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spal.engine.config import CHOICES, TrainConfig
+from spal.engine.config import CHOICES, PRECISIONS, TrainConfig, upgrade_saved_settings
 
 __all__ = ["main", "build_parser", "train_config_from_args", "SYNTHETIC_DEFAULTS"]
 
@@ -152,7 +152,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="deterministic kernels (two CPU runs give identical numbers) (default: off)",
     )
-    parser.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CUDA (default: off)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="bf16 autocast or plain fp32 for training and evaluation (default: bf16 on CUDA, fp32 on the CPU; "
+        "the paper trained in fp32)",
+    )
     parser.add_argument("--config", help="JSON file of TrainConfig settings (flags override it)")
 
 
@@ -232,7 +238,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     source = Path(args.resume or Path(cfg.logs_dir) / CHECKPOINT_NAME)
     if not source.is_file():
         return cfg
-    saved = load_checkpoint(source, mmap=True)["config"]
+    # A checkpoint of an earlier spal says amp where today's say precision.
+    saved = upgrade_saved_settings(load_checkpoint(source, mmap=True)["config"])
     merged = {**{k: v for k, v in saved.items() if k in TrainConfig.keys()}, **given}
     if not args.resume:
         # The run goes on where its checkpoint was found, even if the folder was moved since.

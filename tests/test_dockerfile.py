@@ -134,3 +134,23 @@ def test_hadolint_passes_at_error_level() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_setup_and_image_install_the_same_tested_torch_pair_inside_pyprojects_ranges() -> None:
+    make_pins = dict(re.findall(r"(torch|torchvision)==([\d.]+)", re.search(r"^TORCH_PINS :=(.*)$",
+                                (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)))  # fmt: skip
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    image_pins = {
+        "torch": re.search(r"^ARG TORCH_VERSION=([\d.]+)$", dockerfile, re.MULTILINE).group(1),
+        "torchvision": re.search(r"^ARG TORCHVISION_VERSION=([\d.]+)$", dockerfile, re.MULTILINE).group(1),
+    }
+    assert make_pins == image_pins and set(make_pins) == {"torch", "torchvision"}
+    assert '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"' in dockerfile
+    assert "$(TORCH_PINS)" in (ROOT / "Makefile").read_text().split("\nsetup:")[1].split("\n\n")[0]
+    floors = dict(re.findall(r'"(torch|torchvision)>=([\d.]+)"', (ROOT / "pyproject.toml").read_text()))
+    assert floors == {"torch": "2.11", "torchvision": "0.26"}
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
+
+    assert all(version(make_pins[name]) >= version(floors[name]) for name in floors)

@@ -16,6 +16,7 @@ __all__ = [
     "HEADLINE_COLUMNS",
     "Headline",
     "evaluation_headline",
+    "gpu_protocol_headline",
     "headline_of",
     "label_phase_headline",
     "pytest_benchmark_headline",
@@ -110,6 +111,22 @@ def train_step_headline(name: str, data: Mapping[str, Any]) -> list[dict[str, An
     ]
 
 
+def gpu_protocol_headline(name: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``harness.bench.gpu_protocol``: the paper protocol's training step against the CUDA-graph ceiling."""
+    ratio = data.get("ratio")
+    return [
+        {
+            **_base(name, data),
+            "machine": data.get("device"),
+            "what": "training step of the paper protocol (MSMT17 size)",
+            "measured": f"{data.get('train_img_s')} img/s",
+            "baseline (same run)": f"CUDA-graph ceiling: {data.get('ceiling_img_s')} img/s",
+            "ratio": "n/a" if ratio is None else f"{ratio:.1%} of the ceiling",
+            "peak memory": "",
+        }
+    ]
+
+
 def pytest_benchmark_headline(name: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
     """pytest-benchmark's ``--benchmark-json`` file (``make bench``): one row a timed step."""
     if not isinstance(data.get("benchmarks"), list):
@@ -137,6 +154,7 @@ _BY_PREFIX: dict[str, Headline] = {
     "evaluation-": evaluation_headline,
     "label-phase-": label_phase_headline,
     "train-step-": train_step_headline,
+    "gpu-protocol-": gpu_protocol_headline,
     "pytest-benchmark": pytest_benchmark_headline,
 }
 

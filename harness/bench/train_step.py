@@ -24,6 +24,7 @@ from harness.bench.headlines import train_step_headline
 from spal import models
 from spal.data import TrainAugment, normalize
 from spal.distributed import DistContext
+from spal.engine.config import PRECISIONS, resolve_precision
 from spal.engine.trainer import EpochTargets, train_epoch
 from spal.losses import InstanceMemory
 
@@ -58,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bn-groups", type=int, default=1)
     parser.add_argument("--iters", type=int, default=None, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--memory-size", type=int, default=12936, help="instance memory rows (Market-1501's n)")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None, help="default: bf16 on CUDA, fp32 on the CPU (as spal train)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     height = args.height or (256 if gpu else 64)
     width = args.width or (128 if gpu else 32)
     iters = args.iters or (50 if gpu else 5)
+    precision = resolve_precision(args.precision, device.type)
     load_before = os.getloadavg()
 
     torch.manual_seed(0)
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The images of the benchmark are a pool of `pool` random ones; the indices map into it.
     image_index = torch.as_tensor(rng.integers(0, pool, size=n), device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4, fused=gpu or None)
-    augment = TrainAugment(height, width, pad=max(1, round(10 * width / 128)))
+    augment = TrainAugment(height, width, pad=max(1, round(10 * width / 128))).to(device)
     ctx = DistContext(device=device)
     common = dict(
         camids=camids,
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda_sp=1.0,
         augment=augment,
         ctx=ctx,
-        amp=args.amp,
+        precision=precision,
     )
     train_epoch(model, optimizer, memory, images[image_index], targets, epoch=0, **{**common, "iters": 2})
     _sync(device)
@@ -134,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "input": [height, width],
         "batch_size": args.batch_size,
         "bn_groups": args.bn_groups,
-        "amp_bf16": args.amp,
+        "precision": precision,
         "memory_rows": n,
         "timed_steps": iters,
         "train_images_per_s": round(train_ips, 2),

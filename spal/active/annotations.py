@@ -1,9 +1,11 @@
 """The append-only annotation log: one JSON object a line for every answer an oracle gave.
 
 Every append is flushed and ``fsync``-ed before it returns, so an answer the training loop has used is on disk
-even if the process dies right after. A crash in the middle of a write leaves a truncated last line: reading
-ignores it (with a warning) and the next append first cuts it off, so the new record starts on a fresh line
-and the file stays valid JSON-lines. One process writes a log at a time.
+even if the process dies right after. A writer whose answers can be asked again at no cost (the ground-truth
+oracle) may append with ``sync=False`` and call :meth:`AnnotationLog.sync` once, before anything uses them.
+A crash in the middle of a write leaves a truncated last line: reading ignores it (with a warning) and the next
+append first cuts it off, so the new record starts on a fresh line and the file stays valid JSON-lines. One
+process writes a log at a time.
 
 A record holds at least ``epoch`` (int), ``a``, ``b`` (int point indices), ``same`` (bool), ``kind`` (one of
 :data:`KINDS`), ``annotator`` (str) and ``time`` (ISO-8601 UTC, filled in when absent); ``paths`` (the two
@@ -88,6 +90,9 @@ class AnnotationLog:
         # Bytes of a truncated last line beyond the valid records; cut off by the next append.
         self._tail_bytes = (self.path.stat().st_size if self.path.exists() else 0) - self._valid_bytes
         self._by_pair: dict[tuple[int, int], dict[str, Any]] = {}
+        # Appends made with sync=False since the last sync (and whether one of them created the file).
+        self._unsynced = False
+        self._created_unsynced = False
         for record in self._records:
             self._index(record)
 
@@ -104,8 +109,9 @@ class AnnotationLog:
         record = self._by_pair.get((a, b) if a < b else (b, a))
         return None if record is None else dict(record)
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Validate ``record``, add ``time`` if absent, write it as one line, flush and fsync.
+    def append(self, record: dict[str, Any], sync: bool = True) -> dict[str, Any]:
+        """Validate ``record``, add ``time`` if absent, write it as one line, flush and (unless ``sync`` is
+        False: then :meth:`sync` must follow before the answer is used) fsync.
 
         Returns:
             The record as written.
@@ -137,13 +143,31 @@ class AnnotationLog:
             handle.seek(self._valid_bytes)
             handle.write(line)
             handle.flush()
-            os.fsync(handle.fileno())
-        if created:
+            if sync:
+                os.fsync(handle.fileno())
+        if created and sync:
             fsync_dir(self.path.parent)
+        self._unsynced = self._unsynced or not sync
+        self._created_unsynced = self._created_unsynced or (created and not sync)
         self._valid_bytes += len(line)
         self._records.append(record)
         self._index(record)
         return dict(record)
+
+    def sync(self) -> None:
+        """Make every record appended with ``sync=False`` durable (one fsync of the file, and of its folder when
+        the file was created by such an append)."""
+        if not self._unsynced:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            # fsync flushes the file's data whichever descriptor wrote it.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self._created_unsynced:
+            fsync_dir(self.path.parent)
+        self._unsynced = self._created_unsynced = False
 
     def _index(self, record: dict[str, Any]) -> None:
         a, b = int(record["a"]), int(record["b"])

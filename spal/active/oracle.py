@@ -64,6 +64,8 @@ class LoggedOracle:
         kind_of: optional ``(a, b) -> kind`` (``"positive"``, ``"negative"`` or ``"random"``).
         paths: optional image path of every point; the record then holds ``paths: [paths[a], paths[b]]``.
         annotator: who answers (``"ground-truth"``, a person's name, ...).
+        sync_each: fsync every answer as it is logged; ``False`` leaves it to the caller to call
+            ``log.sync()`` before the answers are used (right for an oracle that can answer again for free).
 
     Attributes:
         num_asked: questions passed to ``inner`` (and logged).
@@ -78,8 +80,10 @@ class LoggedOracle:
         kind_of: Callable[[int, int], str] | None = None,
         paths: Sequence[str] | None = None,
         annotator: str = "ground-truth",
+        sync_each: bool = True,
     ) -> None:
         self.inner = inner
+        self.sync_each = sync_each
         self.log = log
         self.epoch = int(epoch)
         self.kind_of = kind_of
@@ -115,6 +119,6 @@ class LoggedOracle:
         }
         if self.paths is not None:
             record["paths"] = [str(self.paths[a]), str(self.paths[b])]
-        self.log.append(record)
+        self.log.append(record, sync=self.sync_each)
         self.num_asked += 1
         return same

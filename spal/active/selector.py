@@ -60,7 +60,8 @@ class GroundTruthSelect:
     """``--oracle ground-truth``: :func:`spal.active.select_support_pairs` answered by the identities ``pids``.
 
     The oracle sits behind the answer log, so after a crash the epoch's earlier answers are replayed, not
-    asked again.
+    asked again. Its answers are fsynced once an epoch (``log.sync()`` after the selection, before training),
+    not one by one: an answer lost in a crash before that was never used, and the identities give it again.
 
     Args:
         pids: ``(n,)`` the train identities.
@@ -83,15 +84,31 @@ class GroundTruthSelect:
         budget: Budget,
         log: AnnotationLog,
         records: Sequence[Record],
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[tuple[int, int, bool]]:
-        """Select and answer the epoch's pairs (arguments as :meth:`PairSelector.__call__`)."""
+        """Select and answer the epoch's pairs (arguments as :meth:`PairSelector.__call__`; ``neighbours``: the
+        epoch's k-NN table ``(sims, idx)`` of ``features``, reused by the selection instead of a new search)."""
         oracle = LoggedOracle(
-            GroundTruthOracle(self.pids), log, epoch=epoch, paths=[r[0] for r in records], annotator="ground-truth"
+            GroundTruthOracle(self.pids),
+            log,
+            epoch=epoch,
+            paths=[r[0] for r in records],
+            annotator="ground-truth",
+            sync_each=False,
         )
         rng = np.random.default_rng(self.seed * 7919 + epoch)
         pairs = select_support_pairs(
-            labels, features, constraints, budget, oracle, strategy=self.strategy, rng=rng, on_pair=oracle.note_kind
+            labels,
+            features,
+            constraints,
+            budget,
+            oracle,
+            strategy=self.strategy,
+            rng=rng,
+            on_pair=oracle.note_kind,
+            neighbours=neighbours,
         )
+        log.sync()
         # After a crash the epoch's earlier answers come from the log: say so, they were not asked again.
         replayed = f", replayed {oracle.num_replayed} answers from the log" if oracle.num_replayed else ""
         logger.info(

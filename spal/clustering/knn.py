@@ -1,7 +1,10 @@
 """Exact k-nearest-neighbour search by inner product, behind one small function.
 
 CPU features go to a faiss ``IndexFlatIP``. Features on a CUDA device stay there: a faiss GPU index when
-faiss was built with GPU support, otherwise blocks of ``queries @ database.T`` and ``topk`` in torch. The
+faiss was built with GPU support, otherwise blocks of ``queries @ database.T`` and ``topk`` in torch. faiss is
+optional (a stock GPU image has no faiss): without it every search takes the torch path, on the features'
+device, with the same results as faiss's exact search up to the order of equal similarities, which the
+re-sorting below fixes anyway. The
 torch products are taken in float64: a float32 product may run in TF32 (10-bit mantissa) when the training
 code has enabled it globally, which would make the search inexact, and switching the global flag here
 could break the caller (torch refuses to mix its legacy and new TF32 switches). Results are re-sorted so that
@@ -11,7 +14,8 @@ the backend's internal order is.
 
 from __future__ import annotations
 
-import faiss
+from types import ModuleType
+
 import numpy as np
 import torch
 
@@ -29,7 +33,17 @@ def _as_float32(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _faiss_gpu() -> bool:
+def _load_faiss() -> ModuleType | None:
+    """The faiss module, or ``None`` where it is not installed (imported here, not at module load, so that
+    ``spal`` runs without it)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _faiss_gpu(faiss: ModuleType) -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
@@ -42,7 +56,8 @@ def _sort_ties(sims: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 
 def torch_knn(database: torch.Tensor, k: int, queries: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product k-NN in torch, on the tensors' device (the CUDA path without faiss GPU).
+    """Exact inner-product k-NN in torch, on the tensors' device (the path without faiss, or on CUDA without
+    faiss GPU).
 
     Args:
         database: ``(n, d)`` float tensor.
@@ -89,12 +104,13 @@ def knn_search(
     k = min(int(k), n)
     if k <= 0 or m == 0:
         return np.zeros((m, max(k, 0)), np.float32), np.zeros((m, max(k, 0)), np.int64)
-    if on_cuda and not _faiss_gpu():
+    faiss = _load_faiss()
+    if faiss is None or (on_cuda and not _faiss_gpu(faiss)):
         q = None if queries is None else torch.as_tensor(queries)
-        return torch_knn(database, k, q)
+        return torch_knn(torch.as_tensor(database), k, q)
     db = _as_float32(database)
     q = db if queries is None else _as_float32(queries)
-    index: faiss.Index = faiss.IndexFlatIP(d)
+    index = faiss.IndexFlatIP(d)
     if on_cuda:
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(db)

@@ -206,8 +206,9 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...], device: torch.d
 
 def _random_index(u: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
     """Map uniforms ``u`` in [0, 1) to integers uniform in ``[0, count)`` (``count`` broadcast to ``u``)."""
-    # The clamp guards against float rounding of u * count up to count itself.
-    return torch.minimum((u * count).long(), torch.as_tensor(count, device=u.device) - 1)
+    # The clamp guards against float rounding of u * count up to count itself. An int bound stays a Python
+    # number: turning it into a tensor on a CUDA device would be a blocking host-to-device copy every batch.
+    return (u * count).long().clamp(max=count - 1)
 
 
 @dataclass

@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from tabulate import tabulate
 
 __all__ = ["DatasetError", "Record", "ReIDDataset", "SUBSETS"]
 
@@ -73,10 +72,20 @@ class ReIDDataset:
 
     def summary(self) -> str:
         """The statistics table (subset | # ids | # images | # cameras) as text, titled with the name."""
-        rows = [(subset, *self.statistics(subset)) for subset in SUBSETS]
-        table = tabulate(rows, headers=("subset", "# ids", "# images", "# cameras"), tablefmt="simple")
-        return f"{self.name} ({self.dataset_dir})\n{table}"
+        rows = [(subset, *map(str, self.statistics(subset))) for subset in SUBSETS]
+        return f"{self.name} ({self.dataset_dir})\n{_table(('subset', '# ids', '# images', '# cameras'), rows)}"
 
     def log_summary(self, level: int = logging.INFO) -> None:
         """Log :meth:`summary` at ``level``."""
         logger.log(level, "loaded data set %s", self.summary())
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, a dashed rule under the
+    headers (written here rather than with tabulate so that a bare GPU image can load data sets)."""
+    widths = [max(len(h) + 2, *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])

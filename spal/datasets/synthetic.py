@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -567,6 +568,13 @@ def _plan_msmt(
     return files, lists
 
 
+def _render_file(job: tuple[int, _Image, Camera, Path, int, int, int]) -> None:
+    """Render image ``index`` of the plan from its own random stream and write it under the staging folder."""
+    index, image, camera, staging, seed, height, width = job
+    rng = np.random.default_rng([seed, _STREAM_IMAGES, index])
+    _write_jpeg(staging / image.path, render(image.appearance, camera, image.sighting, rng, height, width))
+
+
 def _write_jpeg(path: Path, pixels: np.ndarray) -> None:
     """Save ``(H, W, 3)`` uint8 RGB as a baseline JPEG with fixed quality and no metadata."""
     Image.fromarray(pixels, "RGB").save(path, format="JPEG", quality=JPEG_QUALITY, optimize=False)
@@ -585,6 +593,7 @@ def generate(
     height: int = DEFAULTS[market1501.NAME]["height"],
     width: int = DEFAULTS[market1501.NAME]["width"],
     seed: int = DEFAULTS[market1501.NAME]["seed"],
+    workers: int = 0,
 ) -> Path:
     """Write a synthetic data set in the real on-disk layout of ``layout`` under ``out``.
 
@@ -601,6 +610,8 @@ def generate(
             list_val.txt (about 10 %, at least one).
         height, width: image size in pixels.
         seed: everything drawn depends on it alone: equal arguments give byte-identical files.
+        workers: processes rendering the images (0: this process). Every image draws from its own stream, so
+            the files are the same for any number of workers.
 
     Returns:
         The absolute data-dir (``out``), as ``spal.datasets.create(layout, root)`` takes it.
@@ -630,10 +641,17 @@ def generate(
         folders = sorted({os.path.dirname(f.path) for f in files})
         for folder in folders:
             (staging / folder).mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(tqdm(files, desc=f"synthetic {layout}", unit="img", disable=None)):
-            rng = np.random.default_rng([seed, _STREAM_IMAGES, index])
-            pixels = render(image.appearance, cameras[image.camera], image.sighting, rng, height, width)
-            _write_jpeg(staging / image.path, pixels)
+        jobs = [(i, image, cameras[image.camera], staging, seed, height, width) for i, image in enumerate(files)]
+        progress = tqdm(total=len(files), desc=f"synthetic {layout}", unit="img", disable=None)
+        if workers > 0:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(_render_file, jobs, chunksize=64):
+                    progress.update(1)
+        else:
+            for job in jobs:
+                _render_file(job)
+                progress.update(1)
+        progress.close()
         for name, lines in lists.items():
             (staging / name).write_text("".join(sorted(lines)), encoding="utf-8")
         # The rename is atomic: the tree under its real name is always complete. It fails if another process

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from spal.atomic import atomic_write, atomic_write_text
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_text", "remove_stale_temps"]
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "atomic_write_text",
+    "remove_stale_temps",
+    "snapshot",
+    "BackgroundCheckpointer",
+]
 
 
 class CheckpointError(ValueError):
@@ -22,6 +33,52 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
     return atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of ``state`` that shares no memory with it: tensors copied to the host, arrays and everything else
+    copied too, so that training may change the originals while the copy is written."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: snapshot(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(snapshot(value) for value in state)
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    return copy.deepcopy(state)
+
+
+class BackgroundCheckpointer:
+    """Writes checkpoints with :func:`save_checkpoint` in a background thread, one at a time.
+
+    :meth:`submit` takes a :func:`snapshot` of the state (the only part the caller waits for: a device-to-host
+    copy of the model, optimiser and memory) and queues the write; the previous write is finished first, so a
+    later checkpoint never lands before an earlier one. :meth:`wait` returns once everything submitted is on
+    disk and raises the error of a failed write. The file stays atomic: a crash during a background write
+    leaves the previous checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def submit(self, state: dict[str, Any], path: str | os.PathLike) -> None:
+        copied = snapshot(state)
+        self.wait()
+        self._pending = self._pool.submit(save_checkpoint, copied, path)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last write, then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def load_checkpoint(

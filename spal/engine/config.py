@@ -16,7 +16,7 @@ from typing import Any
 from spal.active.budget import check_budget
 from spal.active.kinds import STRATEGY_KINDS
 
-__all__ = ["TrainConfig", "CHOICES", "RESUMABLE_KEYS"]
+__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "RESUMABLE_KEYS", "resolve_precision", "upgrade_saved_settings"]
 
 #: The allowed values of every setting that is a choice: the command line, the protocol files and the harness
 #: all take their choices from here (``arch`` must match :func:`spal.models.names`, which a test checks).
@@ -30,6 +30,28 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "oracle": ("ground-truth", "human"),
     "device": ("auto", "cpu", "cuda"),
 }
+
+#: Training and evaluation precisions: bf16 autocast (the model's matmuls and convolutions in bfloat16; losses,
+#: memory and ranking stay float32) or plain float32 (the paper's: the authors' script has no mixed precision).
+PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
+
+
+def resolve_precision(precision: str | None, device_type: str) -> str:
+    """The precision a run uses: ``precision`` when given, else bf16 on CUDA and fp32 on any other device."""
+    if precision is not None:
+        return precision
+    return "bf16" if device_type == "cuda" else "fp32"
+
+
+def upgrade_saved_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by an earlier spal (a checkpoint's ``config``) in today's keys: the boolean ``amp``
+    became ``precision`` (true: ``"bf16"``, false: ``"fp32"``, what such a run trained in on any device)."""
+    upgraded = dict(values)
+    if "amp" in upgraded:
+        amp = upgraded.pop("amp")
+        upgraded.setdefault("precision", "bf16" if amp else "fp32")
+    return upgraded
+
 
 #: Settings that ``--resume`` may change: they decide how long and where the run goes on, not what it computes
 #: (more epochs extend a run; workers, device and the folders only move it). Any other difference is refused.
@@ -62,7 +84,7 @@ _NUMBERS: dict[str, tuple[type, float, float, bool]] = {
     # lr 0 is allowed: a run that never learns (the harness's check that a broken method is caught).
     **dict.fromkeys(("lr", "weight_decay", "margin", "lambda_sp"), (float, 0, math.inf, False)),
 }
-_BOOLS = ("deterministic", "amp")
+_BOOLS = ("deterministic",)
 _PATHS = ("data_dir", "logs_dir")
 
 
@@ -91,6 +113,11 @@ def _problems(cfg: TrainConfig) -> list[str]:
     values = cfg.to_dict()
     problems += [f"{k} = {values[k]!r} must be true or false" for k in _BOOLS if not isinstance(values[k], bool)]
     problems += [f"{k} must be a non-empty path" for k in _PATHS if not (isinstance(values[k], str) and values[k])]
+    if not (cfg.precision is None or cfg.precision in PRECISIONS):
+        problems.append(
+            f"precision = {cfg.precision!r} must be one of {', '.join(PRECISIONS)} "
+            "or null (bf16 on CUDA, fp32 on the CPU)"
+        )
     if not (cfg.pretrained is None or (isinstance(cfg.pretrained, str) and cfg.pretrained)):
         problems.append(f"pretrained = {cfg.pretrained!r} must be a path or null")
     timeout = cfg.annotation_timeout
@@ -161,7 +188,8 @@ class TrainConfig:
     oracle: str = "ground-truth"
     annotation_timeout: float | None = None
     device: str = "auto"
-    amp: bool = False
+    # None: bf16 on CUDA, fp32 on the CPU (resolve_precision); "fp32" is the paper's precision.
+    precision: str | None = None
     synthetic: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -189,6 +217,8 @@ class TrainConfig:
     def resume_differences(self, saved: dict[str, Any]) -> list[str]:
         """``"key old -> new"`` for every setting outside :data:`RESUMABLE_KEYS` that differs from ``saved`` (the
         config a checkpoint stored); empty when this config may continue that run."""
+        # A checkpoint of an earlier spal says amp where today's say precision (upgrade_saved_settings).
+        saved = upgrade_saved_settings(saved)
         old = TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.keys()}).to_dict()
         new = self.to_dict()
         return [f"{k} {old[k]!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_KEYS and old[k] != new[k]]

@@ -8,7 +8,7 @@ from typing import Any
 from spal import models
 from spal.distributed import init_distributed
 from spal.engine.checkpoint import load_checkpoint
-from spal.engine.config import TrainConfig
+from spal.engine.config import TrainConfig, upgrade_saved_settings
 
 __all__ = ["evaluate_checkpoint"]
 
@@ -27,7 +27,7 @@ def evaluate_checkpoint(
     from spal.engine.protocol import evaluate_on_test, load_dataset
 
     ckpt = load_checkpoint(path)
-    saved = dict(ckpt.get("config", {}))
+    saved = upgrade_saved_settings(ckpt.get("config", {}))
     saved.update(dataset=dataset, data_dir=data_dir, device=device)
     if synthetic_layout is not None:
         saved["synthetic_layout"] = synthetic_layout

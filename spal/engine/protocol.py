@@ -31,8 +31,8 @@ from spal.distributed import (
     broadcast_object,
     init_distributed,
 )
-from spal.engine.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temps, save_checkpoint
-from spal.engine.config import RESUMABLE_KEYS, TrainConfig
+from spal.engine.checkpoint import BackgroundCheckpointer, atomic_write_text, load_checkpoint, remove_stale_temps
+from spal.engine.config import RESUMABLE_KEYS, TrainConfig, resolve_precision, upgrade_saved_settings
 from spal.engine.trainer import EpochTargets, train_epoch
 from spal.evaluation import evaluate, extract_features
 from spal.losses import InstanceMemory
@@ -43,6 +43,7 @@ __all__ = [
     "RUN_FILES",
     "load_dataset",
     "evaluate_on_test",
+    "EvalImages",
     "cluster",
     "pseudo_labels_from_clusters",
     "CHECKPOINT_NAME",
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pth"
 PHASES = ("extract", "distance", "cluster", "select", "train", "evaluate")
+# Images a forward pass in CUDA extraction: large enough to keep a large GPU busy. The CPU path keeps its 128.
+_CUDA_EXTRACT_BATCH = 256
 #: What a run leaves in its logs dir that a new run there would mix with (answers, weights, numbers).
 RUN_FILES = (CHECKPOINT_NAME, "annotations.jsonl", "metrics.jsonl", "final.json", "annotation")
 
@@ -168,6 +171,34 @@ class _Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+class EvalImages:
+    """Query and gallery decoded once a run, as ``(N, 3, H, W)`` uint8, for evaluation on one CUDA device.
+
+    A subset is decoded the first time it is asked for and kept: on the device when it takes at most half of
+    the device's free memory, otherwise in pinned host memory (copied to the device a batch at a time).
+    """
+
+    def __init__(self, data: datasets.ReIDDataset, cfg: TrainConfig, device: torch.device) -> None:
+        self.data, self.cfg, self.device = data, cfg, device
+        self.images: dict[str, torch.Tensor] = {}
+
+    def get(self, subset: str) -> torch.Tensor:
+        if subset not in self.images:
+            images = load_images(
+                self.data.subset(subset), self.cfg.height, self.cfg.width, workers=self.cfg.workers,
+                desc=f"decode {subset}",
+            )  # fmt: skip
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.images[subset] = images.to(self.device) if 2 * images.nbytes <= free else images.pin_memory()
+        return self.images[subset]
+
+    def features(self, model: torch.nn.Module, subset: str, precision: str) -> torch.Tensor:
+        """``(N, D)`` float32 L2-normalised features of ``subset`` on the device, extracted in ``precision``."""
+        batches = iterate_tensor_batches(self.get(subset), batch_size=_CUDA_EXTRACT_BATCH, device=self.device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return extract_features(model, batches, device=self.device, desc=f"extract {subset}", to_cpu=False)
+
+
 def _extract_records(
     model: torch.nn.Module, records: list, cfg: TrainConfig, ctx: DistContext, desc: str
 ) -> torch.Tensor:
@@ -185,12 +216,25 @@ def _extract_records(
 
 
 def evaluate_on_test(
-    model: torch.nn.Module, data: datasets.ReIDDataset, cfg: TrainConfig, ctx: DistContext
+    model: torch.nn.Module,
+    data: datasets.ReIDDataset,
+    cfg: TrainConfig,
+    ctx: DistContext,
+    eval_images: EvalImages | None = None,
 ) -> dict[str, float | int]:
     """mAP, mINP and CMC in percent (SPEC 3.6). Every rank extracts its share of query and gallery; rank 0
-    computes the metrics (the other ranks return an empty dict)."""
-    qf = _extract_records(model, data.query, cfg, ctx, "extract query")
-    gf = _extract_records(model, data.gallery, cfg, ctx, "extract gallery")
+    computes the metrics (the other ranks return an empty dict).
+
+    With ``eval_images`` (one process on CUDA) the images decoded once a run are extracted in the run's
+    precision and ranked on the device; otherwise the files are decoded for this evaluation.
+    """
+    if eval_images is not None:
+        precision = resolve_precision(cfg.precision, ctx.device.type)
+        qf = eval_images.features(model, "query", precision)
+        gf = eval_images.features(model, "gallery", precision)
+    else:
+        qf = _extract_records(model, data.query, cfg, ctx, "extract query")
+        gf = _extract_records(model, data.gallery, cfg, ctx, "extract gallery")
     if not ctx.is_main:
         return {}
     result = evaluate(
@@ -260,15 +304,23 @@ def run_training(
             log.info("backbone %s: random initialisation (--pretrained %s)", cfg.arch, cfg.pretrained or "not given")
         else:
             log.info("backbone %s: weights %s (sha256 %s)", cfg.arch, weights.path, weights.sha256)
+    on_cuda = ctx.device.type == "cuda"
+    precision = resolve_precision(cfg.precision, ctx.device.type)
     layout = {
         "world_size": ctx.world_size,
         "bn_batch": bn_batch,
         "pretrained": weights.name if weights else None,
         "pretrained_sha256": weights.sha256 if weights else None,
+        "precision": precision,
     }
     model = models.create(cfg.arch, pretrained=weights.path if weights else None, bn_groups=bn_groups).to(ctx.device)
+    if on_cuda:
+        # cuDNN's fast convolution kernels (bf16 above all) want NHWC; the training batches are made to match.
+        model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # On CUDA one fused kernel updates every parameter; the CPU keeps the default implementation (and its numbers).
+    fused = True if on_cuda else None
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     budget = Budget(parse_budget(cfg.budget, n))
     graph = ConstraintGraph(n, propagation=cfg.propagation == "on")
@@ -282,6 +334,9 @@ def run_training(
         ckpt = load_checkpoint(source, map_location=ctx.device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:
+            # The saved groups carry the implementation of the machine that wrote them; this one's applies.
+            group["fused"] = fused
         scheduler.load_state_dict(ckpt["scheduler"])
         memory = InstanceMemory(ckpt["memory"].to(ctx.device))
         graph = ConstraintGraph.from_state_dict(ckpt["graph"])
@@ -294,11 +349,8 @@ def run_training(
         )
         if ctx.is_main:
             log.info("resuming from %s after epoch %d", source, ckpt["epoch"])
-            changed = [
-                f"{k} {ckpt['config'][k]!r} -> {v!r}"
-                for k, v in cfg.to_dict().items()
-                if k in ckpt["config"] and ckpt["config"][k] != v
-            ]
+            saved = upgrade_saved_settings(ckpt["config"])
+            changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in cfg.to_dict().items() if k in saved and saved[k] != v]
             if changed:
                 log.info("changed on resume (recorded in the next checkpoint): %s", ", ".join(changed))
     if state.start_epoch >= cfg.epochs:
@@ -312,14 +364,20 @@ def run_training(
         if ctx.device.type == "cuda":
             images = images.to(ctx.device)
         if memory is None:
-            batches = iterate_tensor_batches(images, batch_size=128, device=ctx.device)
-            memory = InstanceMemory(
-                extract_features(model, batches, device=ctx.device, desc="init memory").to(ctx.device)
+            batches = iterate_tensor_batches(
+                images, batch_size=_CUDA_EXTRACT_BATCH if on_cuda else 128, device=ctx.device
             )
+            with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                memory = InstanceMemory(
+                    extract_features(model, batches, device=ctx.device, desc="init memory").to(ctx.device)
+                )
     state.phase_totals["extract"] += timer.seconds if state.start_epoch == 0 else 0.0
 
     # The paper pads 10 pixels at 128 wide; smaller CPU images get the same relative shift.
-    augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128)))
+    # On the training device, so that its constants are not copied there every batch.
+    augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128))).to(ctx.device)
+    # One process on CUDA: query and gallery decoded once, at the first evaluation, and kept.
+    eval_images = EvalImages(data, cfg, ctx.device) if on_cuda and not ctx.distributed else None
     if ctx.distributed:
         # BatchNorm statistics are averaged after each epoch (average_buffers), not synced at every forward. torch
         # 2.14 names this forward_sync_buffers (broadcast_buffers is deprecated); the one sync it still does at
@@ -330,6 +388,8 @@ def run_training(
             forward_sync_buffers=False,
         )
 
+    # The write (serialisation, fsync) overlaps the next epoch; training waits only for the copy to the host.
+    checkpointer = BackgroundCheckpointer() if ctx.is_main else None
     selector = human_select if human_select is not None else GroundTruthSelect(pids, cfg.selection, cfg.seed)
     for epoch in range(state.start_epoch, cfg.epochs):
         _seed_everything(cfg.seed * 1000 + epoch)
@@ -372,7 +432,7 @@ def run_training(
                 lambda_sp=cfg.lambda_sp,
                 augment=augment,
                 ctx=ctx,
-                amp=cfg.amp,
+                precision=precision,
             )
         times["train"] = timer.seconds
         if ctx.distributed:
@@ -390,7 +450,7 @@ def run_training(
         )
         if (epoch + 1) % cfg.eval_step == 0 or epoch + 1 == cfg.epochs:
             with _Timer(ctx.device) as timer:
-                record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx))
+                record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx, eval_images))
             times["evaluate"] = timer.seconds
         barrier(ctx)
         record.update({f"time_{k}": round(v, 4) for k, v in times.items()})
@@ -399,25 +459,30 @@ def run_training(
         state.metrics.append(record)
         if ctx.is_main:
             _log_epoch(record, cfg.epochs)
-            save_checkpoint(
-                {
-                    "epoch": epoch,
-                    "config": cfg.to_dict(),
-                    "arch": cfg.arch,
-                    "model": _unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "memory": memory.features.detach().cpu(),
-                    "graph": graph.state_dict(),
-                    "budget": budget.state_dict(),
-                    "metrics": state.metrics,
-                    "phase_totals": state.phase_totals,
-                    "wall_time": state.wall_time + time.perf_counter() - run_start,
-                },
-                checkpoint_path,
-            )
+            with _Timer(ctx.device) as timer:
+                checkpointer.submit(
+                    {
+                        "epoch": epoch,
+                        "config": cfg.to_dict(),
+                        "arch": cfg.arch,
+                        "model": _unwrap(model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "memory": memory.features.detach(),
+                        "graph": graph.state_dict(),
+                        "budget": budget.state_dict(),
+                        "metrics": state.metrics,
+                        "phase_totals": state.phase_totals,
+                        "wall_time": state.wall_time + time.perf_counter() - run_start,
+                    },
+                    checkpoint_path,
+                )
+            # In metrics.jsonl only (the checkpoint was copied before): the time training stood still for it.
+            record["time_checkpoint"] = round(timer.seconds, 4)
             _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
         barrier(ctx)
+    if checkpointer is not None:
+        checkpointer.close()
 
     return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout)
 
@@ -502,6 +567,9 @@ def _label_phase(
     elif num_clusters == 1:
         log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, cfg.eps)
     with _Timer(device) as timer:
+        # The ground-truth selection reuses the epoch's k-NN table (and fsyncs its answers once, at the end);
+        # a human selector keeps its own interface (and fsyncs each answer).
+        extra = {"neighbours": neighbours} if isinstance(select, GroundTruthSelect) else {}
         select(
             epoch=epoch,
             labels=labels,
@@ -510,6 +578,7 @@ def _label_phase(
             budget=budget,
             log=annotation_log,
             records=records,
+            **extra,
         )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)

@@ -76,7 +76,7 @@ def train_epoch(
     lambda_sp: float,
     augment: TrainAugment,
     ctx: DistContext,
-    amp: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Run ``iters`` optimisation steps and return the mean losses (of this rank's shares).
 
@@ -86,6 +86,12 @@ def train_epoch(
         camids: ``(n,)`` int camera of every training image (the sampler takes a class's followers from other
             cameras than its anchor's).
         batch_size: the global batch; each of the ``ctx.world_size`` ranks trains on ``batch_size / world_size``.
+        precision: ``"bf16"`` runs the model under bfloat16 autocast (the losses and the memory stay float32),
+            ``"fp32"`` in float32.
+
+    On CUDA the step never waits for the device: the batch indices are copied from pinned memory without
+    blocking, the batch goes channels_last (the model should be too), and nothing is read back until the epoch's
+    mean losses. The CPU path is the plain one (contiguous layout, blocking copies that cost nothing there).
 
     Loss normalisation: the contrastive loss is a mean over the rank's share, and DDP averages gradients over
     ranks, which gives the global mean. The support-pair loss is a mean over the eligible images of the *global*
@@ -121,15 +127,22 @@ def train_epoch(
         disable=not ctx.is_main or None,
         leave=False,
     )
+    on_cuda = device.type == "cuda"
     for batch_indices in progress:
         global_indices = torch.as_tensor(batch_indices, dtype=torch.long)
+        if on_cuda:
+            # A copy from pageable memory blocks the host until the device has caught up; from pinned memory
+            # it is queued on the stream like any kernel.
+            global_indices = global_indices.pin_memory().to(device, non_blocking=True)
         batch = images[global_indices.to(images.device)].to(device, non_blocking=True)
         # Augment the whole global batch with the shared generator, then keep this rank's share: the random
         # draws then do not depend on the number of processes.
         inputs = augment(batch, generator=generator)[rank * share : (rank + 1) * share]
+        if on_cuda:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         global_indices = global_indices.to(device)
         indices = global_indices[rank * share : (rank + 1) * share]
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             features = model(inputs)
         features = features.float()
         loss_c = cluster_contrastive_loss(

@@ -21,6 +21,7 @@ def extract_features(
     batches: Iterable[torch.Tensor | Sequence[object]],
     device: torch.device | str | None = None,
     desc: str = "extract",
+    to_cpu: bool = True,
 ) -> torch.Tensor:
     """Run ``model`` over ``batches`` in eval mode and collect its L2-normalised outputs in order.
 
@@ -31,9 +32,12 @@ def extract_features(
         device: where the images are sent; ``None`` means the device of the model's first parameter or buffer
             (the CPU for a model without any).
         desc: label of the progress bar (shown on a terminal only).
+        to_cpu: collect the features on the CPU; ``False`` keeps them on ``device`` (no device-to-host copy,
+            hence no wait, after each batch).
 
     Returns:
-        ``(N, D)`` float32 CPU tensor, one L2-normalised row per image, in the order the batches gave them.
+        ``(N, D)`` float32 tensor on the CPU (or on ``device`` when ``to_cpu`` is False), one L2-normalised row
+        per image, in the order the batches gave them.
 
     The model runs under ``torch.no_grad()`` in eval mode; its previous train/eval mode is restored
     afterwards, also when an error interrupts the extraction.
@@ -57,7 +61,7 @@ def extract_features(
                         "the model must return a (batch, dims) feature tensor in eval mode, got "
                         f"{type(features).__name__} {tuple(getattr(features, 'shape', ()))}"
                     )
-                outputs.append(features.float().cpu())
+                outputs.append(features.float().cpu() if to_cpu else features.float())
     finally:
         model.train(was_training)
     if not outputs:

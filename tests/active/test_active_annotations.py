@@ -165,10 +165,39 @@ def test_logged_oracle_logs_then_replays_without_asking_again(tmp_path):
 
 def test_logged_oracle_never_returns_an_unlogged_answer(tmp_path):
     class FailingLog(AnnotationLog):
-        def append(self, record):
+        def append(self, record, sync=True):
             raise OSError("disk full")
 
     oracle = LoggedOracle(SpyOracle([0, 0]), FailingLog(tmp_path / "a.jsonl"), epoch=0)
     with pytest.raises(OSError, match="disk full"):
         oracle(0, 1)
     assert oracle.num_asked == 0
+
+
+def test_deferred_answers_are_written_at_once_and_fsynced_by_one_sync(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "run" / "annotations.jsonl"
+    log = AnnotationLog(path)
+    oracle = LoggedOracle(SpyOracle([0, 0, 1, 1]), log, epoch=0, sync_each=False)
+    assert [oracle(0, 1), oracle(1, 2), oracle(2, 3)] == [True, False, True]
+    assert synced == []  # nothing fsynced while the selection asks
+    assert [(r["a"], r["b"]) for r in file_lines(path)] == [(0, 1), (1, 2), (2, 3)]  # but every line is written
+    log.sync()
+    assert len(synced) == 2  # the file once, and its folder (an unsynced append created it)
+    log.sync()
+    assert len(synced) == 2  # nothing new: nothing to do
+    log.append(record(0, 3, False), sync=False)
+    log.sync()
+    assert len(synced) == 3  # the file only: its folder entry is already durable
+    assert [(r["a"], r["b"]) for r in AnnotationLog(path).records()] == [(0, 1), (1, 2), (2, 3), (0, 3)]
+
+
+def test_a_human_answer_is_still_fsynced_on_its_own(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    log = AnnotationLog(tmp_path / "annotations.jsonl")
+    LoggedOracle(SpyOracle([0, 0]), log, epoch=0, annotator="alice")(0, 1)
+    assert len(synced) == 2  # the file and the new file's folder, before the answer is returned

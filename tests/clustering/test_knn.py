@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,7 @@ def test_ties_go_to_the_lower_index() -> None:
 
 
 def test_torch_path_equals_faiss() -> None:
+    pytest.importorskip("faiss", reason="compares the torch search with faiss's")
     x = normalised(500, 16, 1)
     q = normalised(40, 16, 2)
     for queries in (None, q):
@@ -61,3 +64,18 @@ def test_cuda_tensors_are_searched_exactly() -> None:
     cpu_sims, cpu_idx = knn_search(x, 30)
     assert (cuda_idx == cpu_idx).mean() > 0.999  # float32 rounding may swap near-ties
     np.testing.assert_allclose(cuda_sims, cpu_sims, atol=1e-5)
+
+
+def test_without_faiss_the_torch_search_gives_the_same_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss", reason="compares the fallback with faiss's search")
+    x = normalised(400, 16, 5)
+    x[7] = x[3]  # an exact tie, which both paths give to the lower index
+    q = normalised(30, 16, 6)
+    with_faiss = [knn_search(x, 20), knn_search(x, 20, queries=q), knn_search(torch.from_numpy(x), 20)]
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
+    without = [knn_search(x, 20), knn_search(x, 20, queries=q), knn_search(torch.from_numpy(x), 20)]
+    for (sims_f, idx_f), (sims_t, idx_t) in zip(with_faiss, without):
+        assert np.array_equal(idx_f, idx_t)
+        np.testing.assert_allclose(sims_f, sims_t, atol=1e-6)
+        assert sims_t.dtype == np.float32 and idx_t.dtype == np.int64
+    assert without[0][1][3, :2].tolist() == [3, 7]

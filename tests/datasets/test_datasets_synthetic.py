@@ -20,11 +20,12 @@ LAYOUT_DIRS = {"market1501": ("market1501", "Market-1501-v15.09.15"), "msmt17": 
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """Each layout generated twice with TINY, in two unrelated folders: ``{layout: (root_a, root_b)}``."""
+    """Each layout generated twice with TINY, in two unrelated folders, the second by two worker processes:
+    ``{layout: (root_a, root_b)}``."""
     out = {}
     for layout in LAYOUT_DIRS:
         first = synthetic.generate(tmp_path_factory.mktemp("a") / "data", layout, **TINY)
-        second = synthetic.generate(tmp_path_factory.mktemp("elsewhere") / "x" / "y", layout, **TINY)
+        second = synthetic.generate(tmp_path_factory.mktemp("elsewhere") / "x" / "y", layout, **TINY, workers=2)
         out[layout] = (first, second)
     return out
 

@@ -12,7 +12,7 @@ from spal import models
 from spal.active import parse_budget
 from spal.active.budget import check_budget
 from spal.cli import build_parser
-from spal.engine.config import CHOICES, TrainConfig
+from spal.engine.config import CHOICES, PRECISIONS, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,9 @@ from spal.engine.config import CHOICES, TrainConfig
         ({"batch_size": 30}, "batch_size 30 must be a multiple of num_instances 4"),
         ({"bn_groups": 3}, "bn_groups 3 must divide batch_size 64"),
         ({"margin": "1"}, "margin = '1' must be a number"),
-        ({"amp": 1}, "amp = 1 must be true or false"),
+        ({"deterministic": 1}, "deterministic = 1 must be true or false"),
+        ({"precision": "fp16"}, "precision = 'fp16' must be one of bf16, fp32 or null"),
+        ({"precision": True}, "precision = True must be one of bf16, fp32 or null"),
         ({"logs_dir": ""}, "logs_dir must be a non-empty path"),
         ({"annotation_timeout": 0}, "annotation_timeout = 0 must be seconds > 0"),
         ({"arch": "vgg"}, "arch = 'vgg' must be one of resnet18"),
@@ -89,6 +91,8 @@ def _choices(parser: argparse.ArgumentParser, command: str) -> dict[str, tuple]:
 def test_command_line_choices_are_the_config_choices() -> None:
     train = _choices(build_parser(), "train")
     assert train, "the train command offers choices"
+    # precision may also be null (automatic), which no flag spells: its values are PRECISIONS, not a CHOICES entry.
+    assert train.pop("precision") == PRECISIONS
     for dest, choices in train.items():
         assert choices == CHOICES[dest], dest
     assert tuple(models.names()) == tuple(sorted(CHOICES["arch"]))
@@ -99,5 +103,11 @@ def test_a_protocol_value_is_checked_by_the_config() -> None:
     train = load_protocol("ci", "synthetic")["train"]
     with pytest.raises(ProtocolError, match="temperature = 0 must be > 0"):
         validate_train({**train, "temperature": 0}, "here")
+    with pytest.raises(ProtocolError, match="precision = 'fp16' must be one of bf16, fp32"):
+        validate_train({**train, "precision": "fp16"}, "here")
+    with pytest.raises(ProtocolError, match="unknown training settings: amp|amp"):
+        validate_train({**{k: v for k, v in train.items() if k != "precision"}, "amp": False}, "here")
+    for precision in (None, "bf16", "fp32"):
+        validate_train({**train, "precision": precision}, "here")
     # The same value the config accepts, the protocol accepts (no second, stricter or looser, definition).
     validate_train({**train, "momentum": 0, "lambda_sp": 0, "workers": 0}, "here")

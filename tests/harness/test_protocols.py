@@ -224,7 +224,7 @@ CONTRACT_KEYS = (
     "dataset synthetic_layout data_dir logs_dir arch pretrained height width batch_size num_instances "
     "workers epochs iters lr weight_decay step_size gamma eps min_samples k1 k2 temperature momentum margin "
     "lambda_sp budget selection clustering propagation eval_step seed bn_groups deterministic oracle device "
-    "amp synthetic"
+    "precision synthetic"
 ).split()
 
 

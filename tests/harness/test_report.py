@@ -602,7 +602,7 @@ def test_runs_listing_shows_layout_and_weights_and_flags_paper_runs_that_differ(
         "paper",
         "m-as-paper",
         3,
-        {"mAP": 71.0, "bn_batch": 16, "pretrained": weights},
+        {"mAP": 71.0, "bn_batch": 16, "pretrained": weights, "precision": "bf16"},
         config={"world_size": 4},
     )
     listing = _section(build_report(results), "## Runs")
@@ -610,9 +610,11 @@ def test_runs_listing_shows_layout_and_weights_and_flags_paper_runs_that_differ(
     assert as_paper["world size"] == "4" and as_paper["BN batch"] == "16"
     assert as_paper["pretrained"] == "resnet50-imagenet.pth (sha256 abababababab)"
     assert as_paper["paper layout/weights"] == "as the paper"
+    assert as_paper["precision"] == "bf16"
     # Written before the keys existed: BN batch from the config, weights not recorded.
     old = _cells(listing, "m-full-s1")
     assert old["world size"] == "1" and old["BN batch"] == "16 (from config)" and old["pretrained"] == "n/a"
+    assert old["precision"] == "n/a"
     assert old["paper layout/weights"] == "differs from the paper's layout/weights (no pretrained weights recorded)"
     no_groups = _cells(listing, "m-b0-s1")
     assert no_groups["paper layout/weights"] == (
@@ -646,3 +648,43 @@ def test_report_runs_on_the_committed_results(tmp_path: Path) -> None:
     assert main(["--results", str(copy)]) == 0
     report = (copy / "REPORT.md").read_text()
     assert "## Run sets" in report and "## Paired comparisons" in report
+
+
+def test_gpu_section_states_device_phases_and_the_goals_from_a_record(tmp_path: Path) -> None:
+    from harness.bench.headlines import gpu_protocol_headline, headline_of
+    from harness.report import gpu_protocol_section
+
+    record = {
+        "device": "NVIDIA H200", "torch": "2.14.1", "git_commit": "0123456789abcdef", "epochs_timed": 2,
+        "per_epoch": [
+            {"epoch": 0, "label_phase_s": 2.5, "train_s": 9.0, "evaluation_s": 0.0, "checkpoint_s": 0.2},
+            {"epoch": 1, "label_phase_s": 2.0, "train_s": 4.0, "evaluation_s": 7.5, "checkpoint_s": 0.1},
+        ],
+        "startup_s": 20.0, "warmup_s": 5.0, "compile_s": 0.0, "evaluation_s": 8.0, "test_decode_s": 9.0,
+        "label_phase_s": 2.0, "train_img_s": 6400.0, "ceiling_img_s": 8000.0, "ratio": 0.8,
+        "projected_total_s": 400.0, "projection_formula": "projected_total_s = ...",
+        "targets": {"projected_total_s": 900.0, "ratio": 0.85, "label_phase_s": 3.0},
+        "meets_targets": {"projected_total_s": True, "ratio": False, "label_phase_s": True},
+    }  # fmt: skip
+    text = "\n".join(gpu_protocol_section([("gpu-protocol-msmt17-nvidia-h200.json", record)]))
+    text = re.sub(r" +", " ", text)  # the tables' column padding
+    assert "NVIDIA H200" in text and "torch 2.14.1" in text and "0123456789ab" in text
+    assert "| 1 | 2.00 s | 4.00 s | 7.50 s | 0.10 s |" in text
+    assert "| 50-epoch protocol (projected) | 400.00 s | <= 900.0 s | met |" in text
+    assert "80.0% (6400.0 of 8000.0 img/s) | >= 85% | not met" in text
+    assert "| label phase an epoch | 2.00 s | <= 3.0 s | met |" in text
+    assert "No GPU record yet" in "\n".join(gpu_protocol_section([]))
+    # The benchmark writes this headline into its file; a file from before it did gets the same one.
+    [row] = gpu_protocol_headline("gpu-protocol-msmt17-nvidia-h200.json", record)
+    assert row["ratio"] == "80.0% of the ceiling" and row["machine"] == "NVIDIA H200" and row["commit"] == "0123456"
+    assert headline_of("gpu-protocol-msmt17-nvidia-h200.json", record) == [row]
+
+
+def test_runs_listing_names_the_precision_also_of_runs_from_before_the_flag(results: Path) -> None:
+    make_run(results, "market1501", "paper", "m-amp", 7, {"mAP": 70.0}, train={"amp": True})
+    make_run(results, "market1501", "paper", "m-fp32", 8, {"mAP": 70.0}, train={"amp": False})
+    make_run(results, "market1501", "paper", "m-auto", 9, None, train={"precision": None})
+    listing = _section(build_report(results), "## Runs")
+    assert _cells(listing, "m-amp")["precision"] == "bf16 (amp)"
+    assert _cells(listing, "m-fp32")["precision"] == "fp32"
+    assert _cells(listing, "m-auto")["precision"] == "default (bf16 on CUDA, fp32 on the CPU)"
