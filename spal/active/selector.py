@@ -38,6 +38,7 @@ class PairSelector(Protocol):
         budget: Budget,
         log: AnnotationLog,
         records: Sequence[Record],
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[tuple[int, int, bool]]:
         """Ask the epoch's pairs while ``budget`` lasts.
 
@@ -49,6 +50,8 @@ class PairSelector(Protocol):
             budget: charged one query an answer.
             log: the run's answer log; every answer is appended, earlier answers of the epoch are replayed.
             records: the ``n`` train records ``(path, pid, camid)``.
+            neighbours: the epoch's k-NN table ``(sims, idx)`` of ``features``, reused by the selection
+                instead of a new search (``None``: search).
 
         Returns:
             The answered pairs ``(a, b, same)``, in order.
@@ -86,8 +89,7 @@ class GroundTruthSelect:
         records: Sequence[Record],
         neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[tuple[int, int, bool]]:
-        """Select and answer the epoch's pairs (arguments as :meth:`PairSelector.__call__`; ``neighbours``: the
-        epoch's k-NN table ``(sims, idx)`` of ``features``, reused by the selection instead of a new search)."""
+        """Select and answer the epoch's pairs (arguments as :meth:`PairSelector.__call__`)."""
         oracle = LoggedOracle(
             GroundTruthOracle(self.pids),
             log,

@@ -65,6 +65,7 @@ class HumanSelect:
         budget: Any,
         log: AnnotationLog,
         records: Sequence[Record],
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[tuple[int, int, bool]]:
         """Run :func:`human_select` for one epoch (keyword arguments as there)."""
         if self.serve_page and self._stop is None:
@@ -89,6 +90,7 @@ class HumanSelect:
             self.logs_dir,
             timeout=self.timeout,
             kinds=self.kinds,
+            neighbours=neighbours,
         )
 
     def close(self) -> None:

@@ -241,6 +241,7 @@ def human_select(
     poll: float = 0.2,
     progress: bool = True,
     kinds: Sequence[str] = KINDS,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[int, int, bool]]:
     """Ask people the epoch's support pairs through the annotation station; the human counterpart of
     :func:`spal.active.select_support_pairs`.
@@ -271,6 +272,7 @@ def human_select(
         poll: seconds between checks of the event log.
         progress: show a tqdm progress line.
         kinds: the candidate kinds to ask (``"positive"``, ``"negative"``; both for DUS).
+        neighbours: the epoch's k-NN table ``(sims, idx)`` of ``features``, reused instead of a new search.
 
     Returns:
         The answered pairs ``(a, b, same)`` applied this epoch, in order.
@@ -278,7 +280,7 @@ def human_select(
     # Imported here: the selection needs torch and faiss, which the annotation station never loads.
     from spal.active.selection import plan_support_pairs
 
-    candidates = plan_support_pairs(np.asarray(labels), features, kinds=kinds)
+    candidates = plan_support_pairs(np.asarray(labels), features, kinds=kinds, neighbours=neighbours)
     session = open_selection(epoch, candidates, labels, features, constraints, budget, records, logs_dir)
     if not session.done:
         logger.info(

@@ -567,9 +567,7 @@ def _label_phase(
     elif num_clusters == 1:
         log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, cfg.eps)
     with _Timer(device) as timer:
-        # The ground-truth selection reuses the epoch's k-NN table (and fsyncs its answers once, at the end);
-        # a human selector keeps its own interface (and fsyncs each answer).
-        extra = {"neighbours": neighbours} if isinstance(select, GroundTruthSelect) else {}
+        # Every selector reuses the epoch's k-NN table instead of searching again.
         select(
             epoch=epoch,
             labels=labels,
@@ -578,7 +576,7 @@ def _label_phase(
             budget=budget,
             log=annotation_log,
             records=records,
-            **extra,
+            neighbours=neighbours,
         )
     times["select"] = timer.seconds
     pseudo, num_classes = pseudo_labels_from_clusters(labels)
