@@ -184,16 +184,23 @@ def check_cells(cells: Iterable[Cell]) -> None:
         raise CellsRefused(str(error)) from error
 
 
-def resolve_pretrained(cell: Cell, data_dir: str) -> Cell:
-    """Replace the protocol's pretrain marker by the file it stands for (made and cached under ``data_dir``)."""
+def resolve_pretrained(cell: Cell, data_dir: str, made: dict[str, str] | None = None) -> Cell:
+    """Replace the protocol's pretrain marker by the file it stands for (made and cached under ``data_dir``).
+
+    ``made`` (pretrain settings -> file) spares the cache check, which hashes the file, for every further cell
+    of the same settings.
+    """
     from harness.protocols import PRETRAIN_MARKER
 
     if cell.train.get("pretrained") != PRETRAIN_MARKER:
         return cell
     from spal.engine.pretrain import PretrainConfig, pretrain
 
-    weights = pretrain(PretrainConfig.from_dict(dict(cell.pretrain or {})), data_dir)
-    return Cell(**{**cell.__dict__, "train": {**cell.train, "pretrained": str(weights)}})
+    made = {} if made is None else made
+    key = json.dumps(cell.pretrain or {}, sort_keys=True)
+    if key not in made:
+        made[key] = str(pretrain(PretrainConfig.from_dict(dict(cell.pretrain or {})), data_dir))
+    return Cell(**{**cell.__dict__, "train": {**cell.train, "pretrained": made[key]}})
 
 
 def run_matrix(
@@ -216,9 +223,10 @@ def run_matrix(
     env = dict(environment() if env is None else env)
     out: list[CellResult] = []
     started = time.perf_counter()
+    made: dict[str, str] = {}
     for index, cell in enumerate(cells, start=1):
         cell_dir = synthetic_data_dir(data_dir, cell.train) if cell.dataset == "synthetic" else data_dir
-        result = run_cell(resolve_pretrained(cell, data_dir), results, logs, cell_dir, env)
+        result = run_cell(resolve_pretrained(cell, data_dir, made), results, logs, cell_dir, env)
         out.append(result)
         final = result.final or {}
         elapsed = time.perf_counter() - started
