@@ -459,13 +459,19 @@ def _choose_queries(rng: np.random.Generator, per_camera: np.ndarray) -> list[in
     return chosen or [int(rng.choice(eligible))]
 
 
-def _validate(layout: str, num_ids: int, num_cams: int, images_per_id: int, height: int, width: int) -> None:
+def _validate(
+    layout: str, num_ids: int, num_train_ids: int, num_cams: int, images_per_id: int, height: int, width: int
+) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
     max_cams = 9 if layout == market1501.NAME else 99  # one digit in Market-1501 names, two in MSMT17's
     problems = []
     if not 4 <= num_ids <= 9999:
-        problems.append(f"num_ids must be in 4..9999 (half train, half test), got {num_ids}")
+        problems.append(f"num_ids must be in 4..9999, got {num_ids}")
+    if not 2 <= num_train_ids <= num_ids - 2:
+        problems.append(
+            f"num_train_ids must leave at least 2 of the {num_ids} identities on each side, got {num_train_ids}"
+        )
     if not 2 <= num_cams <= max_cams:
         problems.append(f"num_cams must be in 2..{max_cams} for the {layout} layout, got {num_cams}")
     if images_per_id < 2:
@@ -489,7 +495,7 @@ def _identity_images(
 
 
 def _plan_market(
-    seed: int, num_ids: int, images_per_id: int, people: list[Appearance], cameras: list[Camera]
+    seed: int, num_ids: int, num_train: int, images_per_id: int, people: list[Appearance], cameras: list[Camera]
 ) -> list[_Image]:
     """The files of a Market-1501 tree (paths relative to the data set folder)."""
     rng = np.random.default_rng([seed, _STREAM_PLAN])
@@ -497,7 +503,7 @@ def _plan_market(
     # Sparse pids with gaps, train and test interleaved, as in the real set (train pids get relabelled).
     pids = np.sort(rng.choice(np.arange(1, min(9999, 2 * num_ids) + 1), num_ids, replace=False))
     is_train = np.zeros(num_ids, bool)
-    is_train[rng.permutation(num_ids)[: (num_ids + 1) // 2]] = True
+    is_train[rng.permutation(num_ids)[:num_train]] = True
     folders = market1501.FOLDERS
     files: list[_Image] = []
     split_rank = {True: 0, False: 0}  # rank of the identity within its split, to spread cameras
@@ -537,12 +543,11 @@ def _plan_market(
 
 
 def _plan_msmt(
-    seed: int, num_ids: int, images_per_id: int, people: list[Appearance], cameras: list[Camera]
+    seed: int, num_train: int, images_per_id: int, people: list[Appearance], cameras: list[Camera]
 ) -> tuple[list[_Image], dict[str, list[str]]]:
     """The files of an MSMT17_V1 tree and the lines of its list files (``{list file name: lines}``)."""
     rng = np.random.default_rng([seed, _STREAM_PLAN])
     num_cams = len(cameras)
-    num_train = (num_ids + 1) // 2
     val_ids = set(rng.choice(num_train, max(1, round(_VAL_SHARE * num_train)), replace=False).tolist())
     files: list[_Image] = []
     lists: dict[str, list[str]] = {name: [] for names, _ in msmt17.LISTS.values() for name in names}
@@ -594,6 +599,7 @@ def generate(
     width: int = DEFAULTS[market1501.NAME]["width"],
     seed: int = DEFAULTS[market1501.NAME]["seed"],
     workers: int = 0,
+    num_train_ids: int | None = None,
 ) -> Path:
     """Write a synthetic data set in the real on-disk layout of ``layout`` under ``out``.
 
@@ -601,7 +607,7 @@ def generate(
         out: the data-dir to write into (created if needed); the tree goes to
             ``out/market1501/Market-1501-v15.09.15/`` or ``out/msmt17/MSMT17_V1/``.
         layout: ``"market1501"`` or ``"msmt17"``.
-        num_ids: identities in all; ``ceil(num_ids / 2)`` train, the rest test (query + gallery), disjoint.
+        num_ids: identities in all: ``num_train_ids`` train, the rest test (query + gallery), disjoint.
         num_cams: cameras; ``None`` = the layout's default (``DEFAULTS[layout]["num_cams"]``).
         images_per_id: images of every identity, spread over at least two of its cameras. Test identities give
             one query image from some of their cameras; every query keeps a same-identity gallery image from
@@ -612,6 +618,8 @@ def generate(
         seed: everything drawn depends on it alone: equal arguments give byte-identical files.
         workers: processes rendering the images (0: this process). Every image draws from its own stream, so
             the files are the same for any number of workers.
+        num_train_ids: training identities; ``None`` = ``ceil(num_ids / 2)``. A larger test split (more queries)
+            makes the mAP of one trained model a steadier estimate without changing the training set's size.
 
     Returns:
         The absolute data-dir (``out``), as ``spal.datasets.create(layout, root)`` takes it.
@@ -620,7 +628,8 @@ def generate(
         ValueError: an argument is out of range. FileExistsError: the tree already exists under ``out``.
     """
     num_cams = DEFAULTS[layout]["num_cams"] if num_cams is None and layout in DEFAULTS else num_cams
-    _validate(layout, num_ids, num_cams, images_per_id, height, width)
+    num_train_ids = (num_ids + 1) // 2 if num_train_ids is None else num_train_ids
+    _validate(layout, num_ids, num_train_ids, num_cams, images_per_id, height, width)
     root = Path(os.path.abspath(out))
     target = _dataset_folder(root, layout)
     if target.exists():
@@ -630,9 +639,9 @@ def generate(
     people = _random_appearances(np.random.default_rng([seed, _STREAM_IDENTITIES]), num_ids, _LOOKALIKE_SHARE)
     lists: dict[str, list[str]] = {}
     if layout == market1501.NAME:
-        files = _plan_market(seed, num_ids, images_per_id, people, cameras)
+        files = _plan_market(seed, num_ids, num_train_ids, images_per_id, people, cameras)
     else:
-        files, lists = _plan_msmt(seed, num_ids, images_per_id, people, cameras)
+        files, lists = _plan_msmt(seed, num_train_ids, images_per_id, people, cameras)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"

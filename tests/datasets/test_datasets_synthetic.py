@@ -212,3 +212,19 @@ def test_invalid_arguments_are_refused_before_writing(tmp_path: Path, changes: d
     with pytest.raises(ValueError, match=message):
         synthetic.generate(tmp_path, **arguments)
     assert not tmp_path.joinpath("market1501").exists()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUT_DIRS))
+def test_num_train_ids_moves_identities_from_train_to_test(tmp_path: Path, layout: str) -> None:
+    root = synthetic.generate(tmp_path, layout, **{**TINY, "num_ids": 10}, num_train_ids=3)
+    data = create(layout, root)
+    assert data.statistics("train")[:2] == (3, 3 * TINY["images_per_id"])
+    test_ids = {pid for _, pid, _ in data.query + data.gallery if pid > 0 or layout == "msmt17"}
+    assert len(test_ids) == 7
+    assert set(data.pids("query").tolist()) <= set(data.pids("gallery").tolist())
+
+
+def test_num_train_ids_must_leave_two_identities_on_each_side(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="num_train_ids must leave at least 2 of the 8 identities on each side"):
+        synthetic.generate(tmp_path, "market1501", **TINY, num_train_ids=7)
+    assert not tmp_path.joinpath("market1501").exists()
