@@ -233,7 +233,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.resume is None:
         return cfg
     from spal.engine.checkpoint import load_checkpoint
-    from spal.engine.protocol import CHECKPOINT_NAME
+    from spal.engine.runner import CHECKPOINT_NAME
 
     source = Path(args.resume or Path(cfg.logs_dir) / CHECKPOINT_NAME)
     if not source.is_file():
@@ -299,7 +299,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log.error("invalid setting: %s", error)
         return 2
     from spal.data import ImageLoadError
-    from spal.engine.protocol import check_run_inputs, run_training
+    from spal.engine.runner import check_run_inputs, run_training
 
     # torchrun numbers the processes in RANK; rank 0 alone reports (progress, the final line).
     is_main = os.environ.get("RANK", "0") == "0"

@@ -13,7 +13,7 @@ from spal.active import ConstraintGraph
 from spal.data import TrainAugment
 from spal.distributed import DistContext
 from spal.engine.config import TrainConfig
-from spal.engine.protocol import cluster, pseudo_labels_from_clusters
+from spal.engine.runner import cluster, pseudo_labels_from_clusters
 from spal.engine.trainer import EpochTargets, support_pair_eligible, train_epoch
 from spal.losses import InstanceMemory
 

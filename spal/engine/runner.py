@@ -1,4 +1,4 @@
-"""The SPAL protocol (SPEC section 1): the one place where the pieces are wired into the epoch loop.
+"""The SPAL run (SPEC section 1): the one place where the pieces are wired into the epoch loop.
 
 Per epoch: k-reciprocal Jaccard distance of the instance memory -> constrained DBSCAN -> dual uncertainty
 selection of support pairs (asked of the oracle while the budget lasts) -> pseudo labels -> ``iters`` training
