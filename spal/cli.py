@@ -19,7 +19,9 @@ log = logging.getLogger("spal")
 
 # The paper's settings (TrainConfig's defaults) are for a GPU and the real data sets. On the synthetic set the
 # defaults are the small CPU run of the harness's `ci` protocol instead (see harness/protocols/ci.json for why
-# eps, lr and the epochs differ); any flag given on the command line still wins.
+# eps, lr and the epochs differ); any flag given on the command line still wins. The values are written out here,
+# not read from ci.json, because spal never reads the harness's files; tests/harness/test_protocols.py checks that
+# they agree with ci.json and names the ci settings the command line leaves alone. Change both together.
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "arch": "resnet18",
     "height": 64,
