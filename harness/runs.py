@@ -21,13 +21,11 @@ from typing import Any
 
 from spal import models
 from spal.engine.checkpoint import atomic_write_text
+from spal.engine.config import identity_settings
 
 __all__ = ["Cell", "run_cell", "CellResult", "process_layout"]
 
 log = logging.getLogger(__name__)
-
-# Settings that say where things are or how fast they load, not what is computed: left out of the run id.
-_NOT_IDENTITY = ("data_dir", "logs_dir", "workers", "device")
 
 
 @dataclass
@@ -55,7 +53,10 @@ class Cell:
     pretrain: dict[str, Any] | None = None
 
     def config_hash(self, commit: str | None) -> str:
-        identity = {k: v for k, v in self.train.items() if k not in _NOT_IDENTITY}
+        """8 hex digits of the run's identity: its settings but the runtime ones (where files are, how fast they
+        load, which device: :data:`spal.engine.config.RUNTIME_KEYS`), its weights by name, the protocol, its
+        version and ``commit``."""
+        identity = identity_settings(self.train)
         identity["pretrained"] = _weights_identity(identity.get("pretrained"))
         blob = json.dumps(
             {

@@ -19,7 +19,9 @@ log = logging.getLogger("spal")
 
 # The paper's settings (TrainConfig's defaults) are for a GPU and the real data sets. On the synthetic set the
 # defaults are the small CPU run of the harness's `ci` protocol instead (see harness/protocols/ci.json for why
-# eps, lr and the epochs differ); any flag given on the command line still wins.
+# eps, lr and the epochs differ); any flag given on the command line still wins. The values are written out here,
+# not read from ci.json, because spal never reads the harness's files; tests/harness/test_protocols.py checks that
+# they agree with ci.json and names the ci settings the command line leaves alone. Change both together.
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "arch": "resnet18",
     "height": 64,
@@ -233,7 +235,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.resume is None:
         return cfg
     from spal.engine.checkpoint import load_checkpoint
-    from spal.engine.protocol import CHECKPOINT_NAME
+    from spal.engine.runner import CHECKPOINT_NAME
 
     source = Path(args.resume or Path(cfg.logs_dir) / CHECKPOINT_NAME)
     if not source.is_file():
@@ -299,7 +301,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log.error("invalid setting: %s", error)
         return 2
     from spal.data import ImageLoadError
-    from spal.engine.protocol import check_run_inputs, run_training
+    from spal.engine.runner import check_run_inputs, run_training
 
     # torchrun numbers the processes in RANK; rank 0 alone reports (progress, the final line).
     is_main = os.environ.get("RANK", "0") == "0"

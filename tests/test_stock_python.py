@@ -51,11 +51,11 @@ def test_train_runs_without_the_optional_packages(tmp_path: Path) -> None:
 def test_the_blocker_really_blocks(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(
-        [sys.executable, "-c", _BLOCKED_RUN, json.dumps(["spal.engine.protocol"]), "train", "--epochs", "1",
+        [sys.executable, "-c", _BLOCKED_RUN, json.dumps(["spal.engine.runner"]), "train", "--epochs", "1",
          "--data-dir", str(tmp_path / "d"), "--logs-dir", str(tmp_path / "l")],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
-    assert done.returncode != 0 and "import of spal.engine.protocol halted" in done.stderr
+    assert done.returncode != 0 and "import of spal.engine.runner halted" in done.stderr
 
 
 def test_the_gpu_protocol_loads_without_the_optional_packages(tmp_path: Path) -> None:

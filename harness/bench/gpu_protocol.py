@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.bench.common import machine, provenance, write_record
     from harness.bench.headlines import gpu_protocol_headline
     from spal.engine.config import TrainConfig
-    from spal.engine.protocol import run_training
+    from spal.engine.runner import run_training
 
     if not torch.cuda.is_available():
         sys.stderr.write("gpu_protocol needs a CUDA device\n")

@@ -11,6 +11,7 @@ is recorded, and the achieved TFLOP/s is computed from the model's FLOPs (``torc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from spal import models
 from spal.data import TrainAugment, normalize
 from spal.distributed import DistContext
 from spal.engine.config import PRECISIONS, resolve_precision
-from spal.engine.trainer import EpochTargets, train_epoch
+from spal.engine.trainer import EpochTargets, StepSettings, TrainImages, train_epoch
 from spal.losses import InstanceMemory
 
 __all__ = ["main"]
@@ -95,8 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4, fused=gpu or None)
     augment = TrainAugment(height, width, pad=max(1, round(10 * width / 128))).to(device)
     ctx = DistContext(device=device)
-    common = dict(
-        camids=camids,
+    settings = StepSettings(
         iters=iters,
         batch_size=args.batch_size,
         num_instances=4,
@@ -105,16 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         momentum=0.2,
         margin=1.0,
         lambda_sp=1.0,
-        augment=augment,
-        ctx=ctx,
         precision=precision,
     )
-    train_epoch(model, optimizer, memory, images[image_index], targets, epoch=0, **{**common, "iters": 2})
+    train = TrainImages(images[image_index], camids, augment)
+    warm_up = dataclasses.replace(settings, iters=2)
+    train_epoch(model, optimizer, memory, train, targets, epoch=0, settings=warm_up, ctx=ctx)
     _sync(device)
     if gpu:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    train_epoch(model, optimizer, memory, images[image_index], targets, epoch=1, **common)
+    train_epoch(model, optimizer, memory, train, targets, epoch=1, settings=settings, ctx=ctx)
     _sync(device)
     train_seconds = time.perf_counter() - start
 

@@ -1,4 +1,4 @@
-"""The training engine: the epoch loop (protocol), one epoch of steps (trainer), checkpoints."""
+"""The training engine: the epoch loop (runner), one epoch of steps (trainer), checkpoints."""
 
 from spal.engine.config import TrainConfig
 

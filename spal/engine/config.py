@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from spal.active.budget import check_budget
 from spal.active.kinds import STRATEGY_KINDS
 
-__all__ = ["TrainConfig", "CHOICES", "PRECISIONS", "RESUMABLE_KEYS", "resolve_precision", "upgrade_saved_settings"]
+__all__ = [
+    "TrainConfig",
+    "CHOICES",
+    "PRECISIONS",
+    "RESUMABLE_KEYS",
+    "RUNTIME_KEYS",
+    "identity_settings",
+    "resolve_precision",
+    "upgrade_saved_settings",
+]
 
 #: The allowed values of every setting that is a choice: the command line, the protocol files and the harness
 #: all take their choices from here (``arch`` must match :func:`spal.models.names`, which a test checks).
@@ -53,9 +63,23 @@ def upgrade_saved_settings(values: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+#: Runtime settings: where the files are, how fast they load, which machine runs; not what a run is. They are left
+#: out of a run's identity (the harness's run id, :func:`identity_settings`) and may change on ``--resume``; any
+#: other setting may change the numbers. ``device`` is the loose one: another device rounds differently, and with
+#: ``precision`` null it also picks bf16 (CUDA) or fp32; every run records it (``final.json``, ``env.json``).
+#: Changing this list changes every run id, and committed runs would no longer be found (a test recomputes one).
+RUNTIME_KEYS: tuple[str, ...] = ("workers", "device", "data_dir", "logs_dir")
+
 #: Settings that ``--resume`` may change: they decide how long and where the run goes on, not what it computes
-#: (more epochs extend a run; workers, device and the folders only move it). Any other difference is refused.
-RESUMABLE_KEYS: tuple[str, ...] = ("epochs", "workers", "device", "data_dir", "logs_dir", "annotation_timeout")
+#: (more epochs extend a run; the runtime settings only move it). Any other difference is refused.
+RESUMABLE_KEYS: tuple[str, ...] = ("epochs", *RUNTIME_KEYS, "annotation_timeout")
+
+
+def identity_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (TrainConfig keys, as a protocol or ``config.json`` holds them) without :data:`RUNTIME_KEYS`:
+    the settings that make a run what it is."""
+    return {k: v for k, v in values.items() if k not in RUNTIME_KEYS}
+
 
 # What each setting that is a number may be: (kind, lowest, highest, lowest excluded).
 _NUMBERS: dict[str, tuple[type, float, float, bool]] = {

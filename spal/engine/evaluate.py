@@ -24,7 +24,7 @@ def evaluate_checkpoint(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the model a checkpoint was trained with and return mAP / mINP / CMC in percent."""
-    from spal.engine.protocol import evaluate_on_test, load_dataset
+    from spal.engine.runner import evaluate_on_test, load_dataset
 
     ckpt = load_checkpoint(path)
     saved = upgrade_saved_settings(ckpt.get("config", {}))

@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from spal.data import MultiGallerySampler, TrainAugment, global_batches, max_repeats_in_batch
 from spal.distributed import DistContext, all_gather_cat
+from spal.engine.config import TrainConfig
 from spal.losses import InstanceMemory, SupportPairIndex, cluster_contrastive_loss, support_pair_loss_indexed
 
-__all__ = ["EpochTargets", "train_epoch", "support_pair_eligible"]
+__all__ = ["EpochTargets", "StepSettings", "TrainImages", "train_epoch", "support_pair_eligible"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,62 @@ class EpochTargets:
     cannot_link_edges: np.ndarray
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """The settings of the training steps, the same every epoch (see :class:`spal.engine.config.TrainConfig`).
+
+    Attributes:
+        iters: optimisation steps an epoch.
+        batch_size: the global batch; each of the ``world_size`` ranks trains on ``batch_size / world_size``.
+        num_instances: K of the multi-gallery sampler.
+        seed: the run's seed; with the epoch it seeds the sampler and the augmentation.
+        temperature, momentum, margin, lambda_sp: the losses' and the memory's hyper-parameters.
+        precision: ``"bf16"`` runs the model under bfloat16 autocast (the losses and the memory stay float32),
+            ``"fp32"`` in float32.
+    """
+
+    iters: int
+    batch_size: int
+    num_instances: int
+    seed: int
+    temperature: float
+    momentum: float
+    margin: float
+    lambda_sp: float
+    precision: str = "fp32"
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, precision: str) -> StepSettings:
+        """The step settings of ``cfg``, run in ``precision`` (resolved: ``"bf16"`` or ``"fp32"``)."""
+        return cls(
+            iters=cfg.iters,
+            batch_size=cfg.batch_size,
+            num_instances=cfg.num_instances,
+            seed=cfg.seed,
+            temperature=cfg.temperature,
+            momentum=cfg.momentum,
+            margin=cfg.margin,
+            lambda_sp=cfg.lambda_sp,
+            precision=precision,
+        )
+
+
+@dataclass
+class TrainImages:
+    """The training set as the steps read it, the same every epoch.
+
+    Attributes:
+        images: ``(n, 3, H, W)`` uint8 decoded training set (on the CPU or already on the training device).
+        camids: ``(n,)`` int camera of every training image (the sampler takes a class's followers from other
+            cameras than its anchor's).
+        augment: the batched augmentation, on the training device.
+    """
+
+    images: torch.Tensor
+    camids: np.ndarray
+    augment: TrainAugment
+
+
 def support_pair_eligible(component_ids: np.ndarray, cannot_link_edges: np.ndarray) -> np.ndarray:
     """``(n,)`` bool: which images have both a must-link and a cannot-link partner (the support-pair loss's set).
 
@@ -61,33 +118,20 @@ def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     memory: InstanceMemory,
-    images: torch.Tensor,
+    train: TrainImages,
     targets: EpochTargets,
     *,
-    camids: np.ndarray,
     epoch: int,
-    iters: int,
-    batch_size: int,
-    num_instances: int,
-    seed: int,
-    temperature: float,
-    momentum: float,
-    margin: float,
-    lambda_sp: float,
-    augment: TrainAugment,
+    settings: StepSettings,
     ctx: DistContext,
-    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Run ``iters`` optimisation steps and return the mean losses (of this rank's shares).
+    """Run ``settings.iters`` optimisation steps and return the mean losses (of this rank's shares).
 
     Args:
-        images: ``(n, 3, H, W)`` uint8 decoded training set (on the CPU or already on ``ctx.device``).
+        train: the decoded training set, its cameras and the augmentation.
         targets: pseudo labels and constraints of this epoch.
-        camids: ``(n,)`` int camera of every training image (the sampler takes a class's followers from other
-            cameras than its anchor's).
-        batch_size: the global batch; each of the ``ctx.world_size`` ranks trains on ``batch_size / world_size``.
-        precision: ``"bf16"`` runs the model under bfloat16 autocast (the losses and the memory stay float32),
-            ``"fp32"`` in float32.
+        settings: batch, sampler, loss and precision settings (the global batch is split over the
+            ``ctx.world_size`` ranks).
 
     On CUDA the step never waits for the device: the batch indices are copied from pinned memory without
     blocking, the batch goes channels_last (the model should be too), and nothing is read back until the epoch's
@@ -100,8 +144,10 @@ def train_epoch(
     """
     device = ctx.device
     world, rank = ctx.world_size, ctx.rank
+    images, augment = train.images, train.augment
+    iters, batch_size, seed, lambda_sp = settings.iters, settings.batch_size, settings.seed, settings.lambda_sp
     share = batch_size // world
-    sampler = MultiGallerySampler(targets.pseudo_labels, camids, num_instances=num_instances, seed=seed)
+    sampler = MultiGallerySampler(targets.pseudo_labels, train.camids, num_instances=settings.num_instances, seed=seed)
     sampler.set_epoch(epoch)
     max_repeats = max_repeats_in_batch(sampler, batch_size)
     generator = torch.Generator(device=device)
@@ -142,15 +188,16 @@ def train_epoch(
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         global_indices = global_indices.to(device)
         indices = global_indices[rank * share : (rank + 1) * share]
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
             features = model(inputs)
         features = features.float()
         loss_c = cluster_contrastive_loss(
-            features, memory_labels[indices], memory.features, memory_labels, targets.num_classes, temperature
-        )
+            features, memory_labels[indices], memory.features, memory_labels, targets.num_classes,
+            settings.temperature,
+        )  # fmt: skip
         if use_sp:
             total = support_pair_loss_indexed(
-                features, indices, memory.features, pair_index, margin=margin, reduction="sum"
+                features, indices, memory.features, pair_index, margin=settings.margin, reduction="sum"
             )
             loss_s = total * world / eligible[global_indices].sum().clamp_min(1)
         else:
@@ -162,7 +209,7 @@ def train_epoch(
         memory.update(
             all_gather_cat(indices, ctx),
             all_gather_cat(features.detach(), ctx),
-            momentum=momentum,
+            momentum=settings.momentum,
             max_repeats=max_repeats,
         )
         # Accumulated on the device: no host synchronisation inside the loop.

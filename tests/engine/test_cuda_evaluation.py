@@ -10,7 +10,7 @@ import torch
 from spal import datasets, models
 from spal.distributed import DistContext
 from spal.engine.config import TrainConfig
-from spal.engine.protocol import EvalImages, evaluate_on_test
+from spal.engine.runner import EvalImages, evaluate_on_test
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

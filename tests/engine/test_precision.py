@@ -12,7 +12,7 @@ from spal.data import TrainAugment
 from spal.distributed import DistContext
 from spal.engine import trainer
 from spal.engine.config import TrainConfig, resolve_precision
-from spal.engine.trainer import EpochTargets, train_epoch
+from spal.engine.trainer import EpochTargets, StepSettings, TrainImages, train_epoch
 from spal.losses import InstanceMemory
 
 
@@ -48,21 +48,24 @@ def _step_inputs(device: torch.device, n: int = 256, height: int = 64, width: in
     edges = np.stack([components[::4][:-1], components[::4][1:]], axis=1)
     targets = EpochTargets(labels, int(labels.max()) + 1, components, edges)
     optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, fused=True if device.type == "cuda" else None)
-    kwargs = dict(
-        camids=rng.integers(0, 4, size=n), iters=3, batch_size=32, num_instances=4, seed=0, temperature=0.05,
-        momentum=0.2, margin=1.0, lambda_sp=1.0, augment=TrainAugment(height, width, pad=3).to(device),
-        ctx=DistContext(device=device),
+    train = TrainImages(images, rng.integers(0, 4, size=n), TrainAugment(height, width, pad=3).to(device))
+    return model, optimizer, memory, train, targets, DistContext(device=device)
+
+
+def _settings(precision: str) -> StepSettings:
+    return StepSettings(
+        iters=3, batch_size=32, num_instances=4, seed=0, temperature=0.05, momentum=0.2, margin=1.0, lambda_sp=1.0,
+        precision=precision,
     )  # fmt: skip
-    return model, optimizer, memory, images, targets, kwargs
 
 
 def test_bf16_on_the_cpu_trains_and_changes_the_numbers_while_fp32_stays_float32() -> None:
     cpu = torch.device("cpu")
     losses = {}
     for precision in ("fp32", "bf16"):
-        model, optimizer, memory, images, targets, kwargs = _step_inputs(cpu)
-        losses[precision] = train_epoch(model, optimizer, memory, images, targets, epoch=0, precision=precision,
-                                        **kwargs)  # fmt: skip
+        model, optimizer, memory, train, targets, ctx = _step_inputs(cpu)
+        losses[precision] = train_epoch(model, optimizer, memory, train, targets, epoch=0,
+                                        settings=_settings(precision), ctx=ctx)  # fmt: skip
         assert np.isfinite(losses[precision]["loss"]) and memory.features.dtype == torch.float32
     assert losses["fp32"]["loss"] != losses["bf16"]["loss"]  # autocast really ran for bf16
 
@@ -74,8 +77,9 @@ def test_the_cuda_training_step_never_synchronises_with_the_host(
     precision: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cuda = torch.device("cuda")
-    model, optimizer, memory, images, targets, kwargs = _step_inputs(cuda)
-    train_epoch(model, optimizer, memory, images, targets, epoch=0, precision=precision, **kwargs)  # warm-up
+    model, optimizer, memory, train, targets, ctx = _step_inputs(cuda)
+    settings = _settings(precision)
+    train_epoch(model, optimizer, memory, train, targets, epoch=0, settings=settings, ctx=ctx)  # warm-up
     real_batches = trainer.global_batches
     steps = []
 
@@ -91,7 +95,7 @@ def test_the_cuda_training_step_never_synchronises_with_the_host(
             torch.cuda.set_sync_debug_mode("default")
 
     monkeypatch.setattr(trainer, "global_batches", strict_batches)
-    losses = train_epoch(model, optimizer, memory, images, targets, epoch=1, precision=precision, **kwargs)
+    losses = train_epoch(model, optimizer, memory, train, targets, epoch=1, settings=settings, ctx=ctx)
     assert steps == [32, 32, 32] and np.isfinite(losses["loss"])
     assert torch.cuda.get_sync_debug_mode() == 0
 

@@ -13,8 +13,8 @@ from spal.active import ConstraintGraph
 from spal.data import TrainAugment
 from spal.distributed import DistContext
 from spal.engine.config import TrainConfig
-from spal.engine.protocol import cluster, pseudo_labels_from_clusters
-from spal.engine.trainer import EpochTargets, support_pair_eligible, train_epoch
+from spal.engine.runner import cluster, pseudo_labels_from_clusters
+from spal.engine.trainer import EpochTargets, StepSettings, TrainImages, support_pair_eligible, train_epoch
 from spal.losses import InstanceMemory
 
 
@@ -87,14 +87,7 @@ def test_lambda_switches_the_support_pair_loss(lambda_sp: float) -> None:
     edges = np.array([[0, 4], [8, 12], [16, 20], [24, 28]])
     targets = EpochTargets(labels, int(labels.max()) + 1, components, edges)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    losses = train_epoch(
-        model,
-        optimizer,
-        memory,
-        images,
-        targets,
-        camids=np.arange(n) % 3,
-        epoch=0,
+    settings = StepSettings(
         iters=2,
         batch_size=16,
         num_instances=4,
@@ -103,9 +96,9 @@ def test_lambda_switches_the_support_pair_loss(lambda_sp: float) -> None:
         momentum=0.2,
         margin=1.0,
         lambda_sp=lambda_sp,
-        augment=TrainAugment(32, 16, pad=2),
-        ctx=DistContext(),
     )
+    train = TrainImages(images, np.arange(n) % 3, TrainAugment(32, 16, pad=2))
+    losses = train_epoch(model, optimizer, memory, train, targets, epoch=0, settings=settings, ctx=DistContext())
     if lambda_sp == 0:
         assert losses["loss_support"] == 0.0
         assert losses["loss"] == pytest.approx(losses["loss_contrastive"])

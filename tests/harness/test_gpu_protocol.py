@@ -118,7 +118,7 @@ def test_a_real_runs_metrics_make_a_record(tmp_path: Path) -> None:
     import json
 
     from spal.engine.config import TrainConfig
-    from spal.engine.protocol import run_training
+    from spal.engine.runner import run_training
 
     root = synthetic.generate(tmp_path / "d", "market1501", num_ids=8, num_cams=3, images_per_id=5, height=32,
                               width=16, seed=3)  # fmt: skip

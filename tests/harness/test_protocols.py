@@ -23,6 +23,7 @@ from harness.protocols import (
     variant_name,
     variants,
 )
+from spal.cli import SYNTHETIC_DEFAULTS
 from spal.engine.config import TrainConfig
 
 # SPEC section 2, the paper's runs.
@@ -143,6 +144,29 @@ def test_smoke_is_tiniest() -> None:
     assert smoke["epochs"] <= 2 and smoke["epochs"] * smoke["iters"] < ci["epochs"] * ci["iters"]
     assert smoke["synthetic"]["num_ids"] < ci["synthetic"]["num_ids"]
     assert load_protocol("smoke", "market1501")["train"]["synthetic"] is None
+
+
+# The ci protocol's settings that `spal train -d synthetic` leaves as they are, and why.
+CI_ONLY = {
+    "dataset": "the command line's -d names it",
+    "pretrained": "ci says none, the command line's null is the same random initialisation",
+    "bn_groups": "ci keeps one BatchNorm group over its batch of 32; the command line the 16-image groups",
+    "deterministic": "ci pins deterministic kernels for its regression numbers; --deterministic asks for them",
+    "device": "ci pins the CPU; the command line uses a GPU when there is one",
+    "synthetic": "ci names its generated set's size; the command line uses the default set",
+}
+
+
+def test_the_command_lines_synthetic_defaults_are_the_ci_protocols_settings() -> None:
+    """spal.cli.SYNTHETIC_DEFAULTS repeats settings of harness/protocols/ci.json, tied here: spal never reads the
+    harness's files, and a protocol keeps every value itself (its version must be raised whenever one changes).
+    Every ci setting off TrainConfig's defaults is a synthetic default of the same value, or named in CI_ONLY."""
+    ci = load_protocol("ci", "synthetic")["train"]
+    paper = TrainConfig().to_dict()
+    # The command line's own logs folder, so that a synthetic run does not land in a paper run's.
+    shared = {k: v for k, v in SYNTHETIC_DEFAULTS.items() if k != "logs_dir"}
+    assert shared == {k: ci[k] for k in shared}
+    assert {k for k in ci if ci[k] != paper[k]} - set(SYNTHETIC_DEFAULTS) == set(CI_ONLY)
 
 
 def test_unknown_protocol_dataset_or_layout_lists_the_choices() -> None:

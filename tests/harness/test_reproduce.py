@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.matrix import build_cells, synthetic_data_dir
-from harness.runs import run_cell
+from harness.runs import Cell, run_cell
+from spal.engine.config import RUNTIME_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,6 +127,45 @@ def test_the_run_id_names_weights_by_file_not_folder() -> None:
     assert here.variant == hub.variant == "full"  # where the file lies is not a variant
     assert here.run_id("c" * 40) == there.run_id("c" * 40)
     assert len({here.run_id("c" * 40), hub.run_id("c" * 40), random.run_id("c" * 40)}) == 3
+
+
+COMMITTED_RUNS = sorted((ROOT / "results" / "runs").rglob("config.json"))
+
+
+def _committed_cell(config: dict) -> Cell:
+    """The cell that made a committed run, from its ``config.json``. run_cell writes the run's seed into
+    ``train``; the cell's ``train`` held the protocol's (1 in every protocol of the committed runs)."""
+    return Cell(
+        dataset=config["dataset"],
+        protocol=config["protocol"],
+        protocol_version=config["protocol_version"],
+        seed=config["seed"],
+        variant=config["variant"],
+        train={**config["train"], "seed": 1},
+        layout=config["layout"],
+    )
+
+
+def test_committed_runs_keep_their_ids() -> None:
+    """The run id hashes every setting but the runtime ones (spal.engine.config.RUNTIME_KEYS): changing that
+    split would orphan every committed run, which a re-run would then start again under a new id."""
+    assert COMMITTED_RUNS, "no committed runs under results/runs/"
+    for path in COMMITTED_RUNS:
+        config = json.loads(path.read_text())
+        commit = json.loads((path.parent / "env.json").read_text())["git_commit"]
+        assert _committed_cell(config).run_id(commit) == config["run_id"] == path.parent.name, path
+
+
+def test_runtime_settings_stay_out_of_the_run_id_and_the_others_in() -> None:
+    path = ROOT / "results/runs/synthetic/synthetic-bench/market1501-budget-0-seed1-790130e8-fbb5e91/config.json"
+    cell = _committed_cell(json.loads(path.read_text()))
+    assert cell.run_id("fbb5e915cf9fde84eefeb4e7abe8c86cd8e15412") == path.parent.name
+    moved = {"data_dir": "/elsewhere", "logs_dir": "/other/logs", "workers": 8, "device": "cuda"}
+    assert set(moved) == set(RUNTIME_KEYS)
+    assert Cell(**{**cell.__dict__, "train": {**cell.train, **moved}}).config_hash("c") == cell.config_hash("c")
+    for key, value in {"eps": 0.31, "iters": 21, "annotation_timeout": 60.0, "precision": "fp32"}.items():
+        other = Cell(**{**cell.__dict__, "train": {**cell.train, key: value}})
+        assert other.config_hash("c") != cell.config_hash("c"), key
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
-"""The SPAL protocol (SPEC section 1): the one place where the pieces are wired into the epoch loop.
+"""The SPAL run (SPEC section 1): the one place where the pieces are wired into the epoch loop.
 
 Per epoch: k-reciprocal Jaccard distance of the instance memory -> constrained DBSCAN -> dual uncertainty
 selection of support pairs (asked of the oracle while the budget lasts) -> pseudo labels -> ``iters`` training
 steps with the contrastive and support-pair losses -> evaluation every ``eval_step`` epochs -> an atomic checkpoint.
+
+:func:`run_training` names the steps: open the run (checks, logs dir, seed, weights), build the learner (model,
+optimiser, budget, constraint graph), restore it from a checkpoint, initialise the memory, then per epoch
+(:func:`_run_epoch`) the label phase, the training steps, the evaluation and record, the checkpoint; finish.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from spal.distributed import (
 )
 from spal.engine.checkpoint import BackgroundCheckpointer, atomic_write_text, load_checkpoint, remove_stale_temps
 from spal.engine.config import RESUMABLE_KEYS, TrainConfig, resolve_precision, upgrade_saved_settings
-from spal.engine.trainer import EpochTargets, train_epoch
+from spal.engine.trainer import EpochTargets, StepSettings, TrainImages, train_epoch
 from spal.evaluation import evaluate, extract_features
 from spal.losses import InstanceMemory
 
@@ -48,6 +52,7 @@ __all__ = [
     "pseudo_labels_from_clusters",
     "CHECKPOINT_NAME",
     "PHASES",
+    "LabelPhaseResult",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,6 +149,8 @@ def _seed_everything(seed: int) -> None:
 
 @dataclass
 class _RunState:
+    """A run's progress, stored in every checkpoint: the next epoch, the records, the time spent by phase."""
+
     start_epoch: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
     phase_totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
@@ -271,7 +278,103 @@ def run_training(
         human_select: for ``--oracle human``, the selector that offers the epoch's pairs to people and returns the
             answered ones (:class:`spal.annotation.HumanSelect`); ``None`` uses the ground-truth oracle.
     """
-    ctx = ctx or init_distributed(cfg.device)
+    run = _open_run(cfg, ctx or init_distributed(cfg.device), data, resume=resume, resume_from=resume_from)
+    learner = _build_learner(run)
+    checkpoint_path = run.logs_dir / CHECKPOINT_NAME
+    progress = _RunState()
+    if resume_from or (resume and checkpoint_path.is_file()):
+        progress = _restore(run, learner, Path(resume_from) if resume_from else checkpoint_path)
+    if progress.start_epoch >= cfg.epochs:
+        # A finished run: nothing to decode or train, only its summary to restate.
+        if run.ctx.is_main:
+            log.info("the run in %s is complete (%d epochs); nothing to train", run.logs_dir, cfg.epochs)
+        return _finish(run, learner, progress, elapsed=0.0)
+    images = _init_memory(run, learner, progress)
+    loop = _prepare_loop(run, learner, images, human_select)
+    for epoch in range(progress.start_epoch, cfg.epochs):
+        _run_epoch(run, learner, loop, progress, epoch)
+    if loop.checkpointer is not None:
+        loop.checkpointer.close()
+    return _finish(run, learner, progress, elapsed=time.perf_counter() - run.started)
+
+
+@dataclass
+class _Run:
+    """What every step of one run reads and none changes (made by :func:`_open_run`)."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    data: datasets.ReIDDataset
+    logs_dir: Path
+    #: The resolved precision, ``"bf16"`` or ``"fp32"``.
+    precision: str
+    #: BatchNorm groups a process (SPEC 2).
+    bn_groups: int
+    #: The backbone's weight file; ``None`` for a random initialisation.
+    weights: models.PretrainedWeights | None
+    #: ``final.json``'s layout keys (see :func:`_summary`).
+    layout: dict[str, Any]
+    #: ``time.perf_counter()`` at the start: this process's share of the run's wall time.
+    started: float
+
+
+@dataclass
+class _Learner:
+    """What training changes and a checkpoint stores, besides the run's progress (:class:`_RunState`)."""
+
+    #: The backbone; wrapped in DistributedDataParallel by :func:`_prepare_loop` when several processes train.
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.StepLR
+    budget: Budget
+    graph: ConstraintGraph
+    #: ``(n, D)`` features of every training image; ``None`` until restored or initialised.
+    memory: InstanceMemory | None = None
+
+
+@dataclass
+class _EpochLoop:
+    """What the epochs use besides the learner, made once before the first (by :func:`_prepare_loop`)."""
+
+    train: TrainImages
+    steps: StepSettings
+    select: PairSelector
+    #: ``(n,)`` identities of the training images (the ground-truth oracle's answers, the cluster purity).
+    pids: np.ndarray
+    #: Rank 0's log of answers; ``None`` on the other ranks.
+    annotation_log: AnnotationLog | None
+    #: Query and gallery decoded once (one process on CUDA); ``None`` decodes them at each evaluation.
+    eval_images: EvalImages | None
+    #: Rank 0's background checkpoint writer; ``None`` on the other ranks.
+    checkpointer: BackgroundCheckpointer | None
+
+
+@dataclass
+class LabelPhaseResult:
+    """What rank 0's label phase of one epoch hands to every rank.
+
+    Attributes:
+        targets: pseudo labels ``(n,)``, their number of classes and the constraint graph's components and
+            cannot-link edges, for training.
+        stats: the clustering's statistics (``num_clusters``, ``num_outliers``, ``purity``, ...) and
+            ``num_classes``, for the epoch's record.
+        seconds: the phase's times by :data:`PHASES` key (``distance``, ``cluster``, ``select``).
+    """
+
+    targets: EpochTargets
+    stats: dict[str, float | int]
+    seconds: dict[str, float]
+
+
+def _open_run(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    data: datasets.ReIDDataset | None,
+    *,
+    resume: bool,
+    resume_from: str | None,
+) -> _Run:
+    """Check the inputs (unless ``data`` is given), prepare the logs dir, seed, and find the weights."""
     # Before any work: the BatchNorm layout (SPEC 2: groups of 16 images at every world size unless told).
     bn_groups = models.resolve_bn_groups(cfg.batch_size, ctx.world_size, cfg.bn_groups)
     bn_batch = cfg.batch_size // (ctx.world_size * bn_groups)
@@ -287,15 +390,10 @@ def run_training(
             log.info("removed %s, left by an interrupted write", stale)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run_start = time.perf_counter()
+    started = time.perf_counter()
     _seed_everything(cfg.seed)
-
     if ctx.is_main:
         data.log_summary()
-    n = len(data.train)
-    pids = data.pids("train")
-    camids = data.camids("train")
-
     # The weights before anything is decoded or trained (SPEC 3.8: never a silent random initialisation); a file
     # that does not fit the backbone fails here too.
     weights = models.resolve_pretrained(cfg.arch, cfg.pretrained)
@@ -304,7 +402,6 @@ def run_training(
             log.info("backbone %s: random initialisation (--pretrained %s)", cfg.arch, cfg.pretrained or "not given")
         else:
             log.info("backbone %s: weights %s (sha256 %s)", cfg.arch, weights.path, weights.sha256)
-    on_cuda = ctx.device.type == "cuda"
     precision = resolve_precision(cfg.precision, ctx.device.type)
     layout = {
         "world_size": ctx.world_size,
@@ -313,196 +410,245 @@ def run_training(
         "pretrained_sha256": weights.sha256 if weights else None,
         "precision": precision,
     }
-    model = models.create(cfg.arch, pretrained=weights.path if weights else None, bn_groups=bn_groups).to(ctx.device)
-    if on_cuda:
+    return _Run(cfg, ctx, data, logs_dir, precision, bn_groups, weights, layout, started)
+
+
+def _fused(device: torch.device) -> bool | None:
+    """Adam's ``fused``: on CUDA one kernel updates every parameter; the CPU keeps the default (and its numbers)."""
+    return True if device.type == "cuda" else None
+
+
+def _build_learner(run: _Run) -> _Learner:
+    """The backbone (seeded initialisation or the weight file), Adam, its step schedule, the budget and graph."""
+    cfg, device = run.cfg, run.ctx.device
+    weights = run.weights.path if run.weights else None
+    model = models.create(cfg.arch, pretrained=weights, bn_groups=run.bn_groups).to(device)
+    if device.type == "cuda":
         # cuDNN's fast convolution kernels (bf16 above all) want NHWC; the training batches are made to match.
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    # On CUDA one fused kernel updates every parameter; the CPU keeps the default implementation (and its numbers).
-    fused = True if on_cuda else None
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fused(device))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    n = len(run.data.train)
     budget = Budget(parse_budget(cfg.budget, n))
     graph = ConstraintGraph(n, propagation=cfg.propagation == "on")
-    annotation_log = AnnotationLog(logs_dir / "annotations.jsonl") if ctx.is_main else None
-    state = _RunState()
-    checkpoint_path = logs_dir / CHECKPOINT_NAME
-    memory: InstanceMemory | None = None
-    source = Path(resume_from) if resume_from else checkpoint_path
+    return _Learner(model, optimizer, scheduler, budget, graph)
 
-    if resume_from or (resume and checkpoint_path.is_file()):
-        ckpt = load_checkpoint(source, map_location=ctx.device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        for group in optimizer.param_groups:
-            # The saved groups carry the implementation of the machine that wrote them; this one's applies.
-            group["fused"] = fused
-        scheduler.load_state_dict(ckpt["scheduler"])
-        memory = InstanceMemory(ckpt["memory"].to(ctx.device))
-        graph = ConstraintGraph.from_state_dict(ckpt["graph"])
-        budget.load_state_dict(ckpt["budget"])
-        state = _RunState(
-            start_epoch=ckpt["epoch"] + 1,
-            metrics=ckpt["metrics"],
-            phase_totals=ckpt["phase_totals"],
-            wall_time=ckpt["wall_time"],
-        )
-        if ctx.is_main:
-            log.info("resuming from %s after epoch %d", source, ckpt["epoch"])
-            saved = upgrade_saved_settings(ckpt["config"])
-            changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in cfg.to_dict().items() if k in saved and saved[k] != v]
-            if changed:
-                log.info("changed on resume (recorded in the next checkpoint): %s", ", ".join(changed))
-    if state.start_epoch >= cfg.epochs:
-        # A finished run: nothing to decode or train, only its summary to restate.
-        if ctx.is_main:
-            log.info("the run in %s is complete (%d epochs); nothing to train", logs_dir, cfg.epochs)
-        return _finish(cfg, state, budget, graph, data, ctx, 0.0, logs_dir, layout=layout)
 
-    with _Timer(ctx.device) as timer:
-        images = load_images(data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
-        if ctx.device.type == "cuda":
-            images = images.to(ctx.device)
-        if memory is None:
-            batches = iterate_tensor_batches(
-                images, batch_size=_CUDA_EXTRACT_BATCH if on_cuda else 128, device=ctx.device
-            )
-            with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                memory = InstanceMemory(
-                    extract_features(model, batches, device=ctx.device, desc="init memory").to(ctx.device)
-                )
-    state.phase_totals["extract"] += timer.seconds if state.start_epoch == 0 else 0.0
+def _restore(run: _Run, learner: _Learner, source: Path) -> _RunState:
+    """Load the checkpoint at ``source`` into ``learner``; returns the progress it recorded."""
+    ckpt = load_checkpoint(source, map_location=run.ctx.device)
+    learner.model.load_state_dict(ckpt["model"])
+    learner.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in learner.optimizer.param_groups:
+        # The saved groups carry the implementation of the machine that wrote them; this one's applies.
+        group["fused"] = _fused(run.ctx.device)
+    learner.scheduler.load_state_dict(ckpt["scheduler"])
+    learner.memory = InstanceMemory(ckpt["memory"].to(run.ctx.device))
+    learner.graph = ConstraintGraph.from_state_dict(ckpt["graph"])
+    learner.budget.load_state_dict(ckpt["budget"])
+    if run.ctx.is_main:
+        log.info("resuming from %s after epoch %d", source, ckpt["epoch"])
+        saved = upgrade_saved_settings(ckpt["config"])
+        changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in run.cfg.to_dict().items() if k in saved and saved[k] != v]
+        if changed:
+            log.info("changed on resume (recorded in the next checkpoint): %s", ", ".join(changed))
+    return _RunState(
+        start_epoch=ckpt["epoch"] + 1,
+        metrics=ckpt["metrics"],
+        phase_totals=ckpt["phase_totals"],
+        wall_time=ckpt["wall_time"],
+    )
 
+
+def _init_memory(run: _Run, learner: _Learner, progress: _RunState) -> torch.Tensor:
+    """Decode the training set and, unless restored, fill the memory with its features (SPEC 1).
+
+    Returns:
+        ``(n, 3, H, W)`` uint8 training images: on the device on CUDA, else on the CPU.
+    """
+    cfg, device = run.cfg, run.ctx.device
+    on_cuda = device.type == "cuda"
+    with _Timer(device) as timer:
+        images = load_images(run.data.train, cfg.height, cfg.width, workers=cfg.workers, desc="decode train")
+        if on_cuda:
+            images = images.to(device)
+        if learner.memory is None:
+            batches = iterate_tensor_batches(images, batch_size=_CUDA_EXTRACT_BATCH if on_cuda else 128, device=device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16"):
+                features = extract_features(learner.model, batches, device=device, desc="init memory")
+                learner.memory = InstanceMemory(features.to(device))
+    # A resumed run's extraction was counted by the run that made the memory.
+    progress.phase_totals["extract"] += timer.seconds if progress.start_epoch == 0 else 0.0
+    return images
+
+
+def _prepare_loop(run: _Run, learner: _Learner, images: torch.Tensor, human_select: PairSelector | None) -> _EpochLoop:
+    """The augmentation, the selector, the evaluation images, the checkpoint writer; DDP wraps the model."""
+    cfg, ctx = run.cfg, run.ctx
+    pids = run.data.pids("train")
+    annotation_log = AnnotationLog(run.logs_dir / "annotations.jsonl") if ctx.is_main else None
     # The paper pads 10 pixels at 128 wide; smaller CPU images get the same relative shift.
     # On the training device, so that its constants are not copied there every batch.
     augment = TrainAugment(cfg.height, cfg.width, pad=max(1, round(10 * cfg.width / 128))).to(ctx.device)
     # One process on CUDA: query and gallery decoded once, at the first evaluation, and kept.
-    eval_images = EvalImages(data, cfg, ctx.device) if on_cuda and not ctx.distributed else None
+    on_cuda = ctx.device.type == "cuda"
+    eval_images = EvalImages(run.data, cfg, ctx.device) if on_cuda and not ctx.distributed else None
     if ctx.distributed:
         # BatchNorm statistics are averaged after each epoch (average_buffers), not synced at every forward. torch
         # 2.14 names this forward_sync_buffers (broadcast_buffers is deprecated); the one sync it still does at
         # init copies rank 0's buffers, which every rank already holds (same seed or same checkpoint).
-        model = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+        learner.model = torch.nn.parallel.DistributedDataParallel(
+            learner.model,
+            device_ids=[ctx.device.index] if on_cuda else None,
             forward_sync_buffers=False,
         )
-
-    # The write (serialisation, fsync) overlaps the next epoch; training waits only for the copy to the host.
-    checkpointer = BackgroundCheckpointer() if ctx.is_main else None
-    selector = human_select if human_select is not None else GroundTruthSelect(pids, cfg.selection, cfg.seed)
-    for epoch in range(state.start_epoch, cfg.epochs):
-        _seed_everything(cfg.seed * 1000 + epoch)
-        times = dict.fromkeys(PHASES, 0.0)
-        spent_before = budget.total - budget.remaining
-        label_phase = None
-        if ctx.is_main:
-            label_phase = _label_phase(
-                cfg,
-                epoch,
-                memory.features,
-                graph,
-                budget,
-                pids,
-                data.train,
-                annotation_log,
-                times,
-                selector,
-            )
-        label_phase = broadcast_object(label_phase, ctx)
-        targets = label_phase["targets"]
-        stats = label_phase["stats"]
-
-        with _Timer(ctx.device) as timer:
-            losses = train_epoch(
-                model,
-                optimizer,
-                memory,
-                images,
-                targets,
-                camids=camids,
-                epoch=epoch,
-                iters=cfg.iters,
-                batch_size=cfg.batch_size,
-                num_instances=cfg.num_instances,
-                seed=cfg.seed,
-                temperature=cfg.temperature,
-                momentum=cfg.momentum,
-                margin=cfg.margin,
-                lambda_sp=cfg.lambda_sp,
-                augment=augment,
-                ctx=ctx,
-                precision=precision,
-            )
-        times["train"] = timer.seconds
-        if ctx.distributed:
-            average_buffers(_unwrap(model), ctx)
-            losses["rank_spread"] = _rank_spread(model, memory, ctx)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-
-        record: dict[str, Any] = {"epoch": epoch, **stats, **losses, "lr": lr}
-        record.update(
-            queries_epoch=budget.total - budget.remaining - spent_before,
-            queries_spent=budget.total - budget.remaining,
-            budget=budget.total,
-            pairs_known=graph.pairs_known(),
-        )
-        if (epoch + 1) % cfg.eval_step == 0 or epoch + 1 == cfg.epochs:
-            with _Timer(ctx.device) as timer:
-                record.update(evaluate_on_test(_unwrap(model), data, cfg, ctx, eval_images))
-            times["evaluate"] = timer.seconds
-        barrier(ctx)
-        record.update({f"time_{k}": round(v, 4) for k, v in times.items()})
-        for key, value in times.items():
-            state.phase_totals[key] += value
-        state.metrics.append(record)
-        if ctx.is_main:
-            _log_epoch(record, cfg.epochs)
-            with _Timer(ctx.device) as timer:
-                checkpointer.submit(
-                    {
-                        "epoch": epoch,
-                        "config": cfg.to_dict(),
-                        "arch": cfg.arch,
-                        "model": _unwrap(model).state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "memory": memory.features.detach(),
-                        "graph": graph.state_dict(),
-                        "budget": budget.state_dict(),
-                        "metrics": state.metrics,
-                        "phase_totals": state.phase_totals,
-                        "wall_time": state.wall_time + time.perf_counter() - run_start,
-                    },
-                    checkpoint_path,
-                )
-            # In metrics.jsonl only (the checkpoint was copied before): the time training stood still for it.
-            record["time_checkpoint"] = round(timer.seconds, 4)
-            _write_metrics(logs_dir / "metrics.jsonl", state.metrics)
-        barrier(ctx)
-    if checkpointer is not None:
-        checkpointer.close()
-
-    return _finish(cfg, state, budget, graph, data, ctx, time.perf_counter() - run_start, logs_dir, layout=layout)
+    return _EpochLoop(
+        train=TrainImages(images, run.data.camids("train"), augment),
+        steps=StepSettings.from_config(cfg, run.precision),
+        select=human_select if human_select is not None else GroundTruthSelect(pids, cfg.selection, cfg.seed),
+        pids=pids,
+        annotation_log=annotation_log,
+        eval_images=eval_images,
+        # The write (serialisation, fsync) overlaps the next epoch; training waits only for the copy to the host.
+        checkpointer=BackgroundCheckpointer() if ctx.is_main else None,
+    )
 
 
-def _finish(
-    cfg: TrainConfig,
-    state: _RunState,
-    budget: Budget,
-    graph: ConstraintGraph,
-    data: datasets.ReIDDataset,
-    ctx: DistContext,
-    elapsed: float,
-    logs_dir: Path,
-    *,
-    layout: dict[str, Any],
-) -> dict[str, Any]:
-    """Write ``final.json`` (rank 0) and return it."""
-    summary = _summary(cfg, state, budget, graph, data, ctx, elapsed, layout=layout)
+def _run_epoch(run: _Run, learner: _Learner, loop: _EpochLoop, progress: _RunState, epoch: int) -> None:
+    """One epoch: rank 0's label phase (broadcast), training, evaluation when due, the record and the checkpoint."""
+    ctx = run.ctx
+    _seed_everything(run.cfg.seed * 1000 + epoch)
+    times = dict.fromkeys(PHASES, 0.0)
+    spent_before = learner.budget.total - learner.budget.remaining
+    phase = _label_phase(run, learner, loop, epoch) if ctx.is_main else None
+    phase = broadcast_object(phase, ctx)
     if ctx.is_main:
-        atomic_write_text(logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
+        times.update(phase.seconds)
+    losses, lr, times["train"] = _train(run, learner, loop, phase.targets, epoch)
+    record: dict[str, Any] = {"epoch": epoch, **phase.stats, **losses, "lr": lr}
+    record.update(
+        queries_epoch=learner.budget.total - learner.budget.remaining - spent_before,
+        queries_spent=learner.budget.total - learner.budget.remaining,
+        budget=learner.budget.total,
+        pairs_known=learner.graph.pairs_known(),
+    )
+    if (epoch + 1) % run.cfg.eval_step == 0 or epoch + 1 == run.cfg.epochs:
+        with _Timer(ctx.device) as timer:
+            record.update(evaluate_on_test(_unwrap(learner.model), run.data, run.cfg, ctx, loop.eval_images))
+        times["evaluate"] = timer.seconds
+    barrier(ctx)
+    record.update({f"time_{k}": round(v, 4) for k, v in times.items()})
+    for key, value in times.items():
+        progress.phase_totals[key] += value
+    progress.metrics.append(record)
+    if ctx.is_main:
+        _log_epoch(record, run.cfg.epochs)
+        # In metrics.jsonl only (the checkpoint was copied before): the time training stood still for it.
+        record["time_checkpoint"] = round(_checkpoint(run, learner, loop, progress, epoch), 4)
+        _write_metrics(run.logs_dir / "metrics.jsonl", progress.metrics)
+    barrier(ctx)
+
+
+def _label_phase(run: _Run, learner: _Learner, loop: _EpochLoop, epoch: int) -> LabelPhaseResult:
+    """Distances, clustering and support-pair selection on rank 0 (mutates the learner's graph and budget)."""
+    cfg, features, graph = run.cfg, learner.memory.features, learner.graph
+    seconds = {}
+    with _Timer(features.device) as timer:
+        # One k-NN search an epoch: the Jaccard distance and the nearest-outside search of DUS share it.
+        neighbours = neighbour_table(features, k1=cfg.k1)
+        distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2, neighbours=neighbours)
+    seconds["distance"] = timer.seconds
+    with _Timer(features.device) as timer:
+        labels = cluster(distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples)
+    seconds["cluster"] = timer.seconds
+    stats = cluster_statistics(labels, loop.pids)
+    _warn_degenerate(int(stats["num_clusters"]), epoch, cfg.eps)
+    with _Timer(features.device) as timer:
+        # Every selector reuses the epoch's k-NN table instead of searching again.
+        loop.select(
+            epoch=epoch,
+            labels=labels,
+            features=features,
+            constraints=graph,
+            budget=learner.budget,
+            log=loop.annotation_log,
+            records=run.data.train,
+            neighbours=neighbours,
+        )
+    seconds["select"] = timer.seconds
+    pseudo, num_classes = pseudo_labels_from_clusters(labels)
+    targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())
+    stats = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in stats.items()}
+    stats["num_classes"] = num_classes
+    return LabelPhaseResult(targets, stats, seconds)
+
+
+def _warn_degenerate(num_clusters: int, epoch: int, eps: float) -> None:
+    """Say so when clustering found no cluster or a single one (the run goes on: SPEC 8)."""
+    if num_clusters == 0:
+        log.warning("epoch %d: clustering found no cluster (eps=%.3f); every image trains as its own class", epoch, eps)
+    elif num_clusters == 1:
+        log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, eps)
+
+
+def _train(
+    run: _Run, learner: _Learner, loop: _EpochLoop, targets: EpochTargets, epoch: int
+) -> tuple[dict[str, float], float, float]:
+    """One epoch of training steps, then (several processes) the BatchNorm average, and the learning-rate step.
+
+    Returns:
+        ``(losses, lr, seconds)``: the mean losses (with ``rank_spread`` on several processes), the learning rate
+        the epoch trained with, and the seconds of the steps.
+    """
+    ctx = run.ctx
+    with _Timer(ctx.device) as timer:
+        losses = train_epoch(
+            learner.model,
+            learner.optimizer,
+            learner.memory,
+            loop.train,
+            targets,
+            epoch=epoch,
+            settings=loop.steps,
+            ctx=ctx,
+        )
+    if ctx.distributed:
+        average_buffers(_unwrap(learner.model), ctx)
+        losses["rank_spread"] = _rank_spread(learner.model, learner.memory, ctx)
+    lr = learner.scheduler.get_last_lr()[0]
+    learner.scheduler.step()
+    return losses, lr, timer.seconds
+
+
+def _checkpoint(run: _Run, learner: _Learner, loop: _EpochLoop, progress: _RunState, epoch: int) -> float:
+    """Hand the state after ``epoch`` to rank 0's background writer; returns the seconds training waited."""
+    with _Timer(run.ctx.device) as timer:
+        loop.checkpointer.submit(
+            {
+                "epoch": epoch,
+                "config": run.cfg.to_dict(),
+                "arch": run.cfg.arch,
+                "model": _unwrap(learner.model).state_dict(),
+                "optimizer": learner.optimizer.state_dict(),
+                "scheduler": learner.scheduler.state_dict(),
+                "memory": learner.memory.features.detach(),
+                "graph": learner.graph.state_dict(),
+                "budget": learner.budget.state_dict(),
+                "metrics": progress.metrics,
+                "phase_totals": progress.phase_totals,
+                "wall_time": progress.wall_time + time.perf_counter() - run.started,
+            },
+            run.logs_dir / CHECKPOINT_NAME,
+        )
+    return timer.seconds
+
+
+def _finish(run: _Run, learner: _Learner, progress: _RunState, *, elapsed: float) -> dict[str, Any]:
+    """Write ``final.json`` (rank 0) and return it; ``elapsed``: this process's seconds since the start."""
+    summary = _summary(run, learner, progress, elapsed)
+    if run.ctx.is_main:
+        atomic_write_text(run.logs_dir / "final.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -534,58 +680,6 @@ def cluster(distances, graph: ConstraintGraph, *, clustering: str, eps: float, m
     )
 
 
-def _label_phase(
-    cfg: TrainConfig,
-    epoch: int,
-    features: torch.Tensor,
-    graph: ConstraintGraph,
-    budget: Budget,
-    pids: np.ndarray,
-    records: list[tuple[str, int, int]],
-    annotation_log: AnnotationLog,
-    times: dict[str, float],
-    select: PairSelector,
-) -> dict[str, Any]:
-    """Distances, clustering and support-pair selection on rank 0 (mutates ``graph`` and ``budget``)."""
-    device = features.device
-    with _Timer(device) as timer:
-        # One k-NN search an epoch: the Jaccard distance and the nearest-outside search of DUS share it.
-        neighbours = neighbour_table(features, k1=cfg.k1)
-        distances = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2, neighbours=neighbours)
-    times["distance"] = timer.seconds
-    with _Timer(device) as timer:
-        labels = cluster(distances, graph, clustering=cfg.clustering, eps=cfg.eps, min_samples=cfg.min_samples)
-    times["cluster"] = timer.seconds
-    stats = cluster_statistics(labels, pids)
-    num_clusters = int(stats["num_clusters"])
-    if num_clusters == 0:
-        log.warning(
-            "epoch %d: clustering found no cluster (eps=%.3f); every image trains as its own class",
-            epoch,
-            cfg.eps,
-        )
-    elif num_clusters == 1:
-        log.warning("epoch %d: clustering found a single cluster (eps=%.3f)", epoch, cfg.eps)
-    with _Timer(device) as timer:
-        # Every selector reuses the epoch's k-NN table instead of searching again.
-        select(
-            epoch=epoch,
-            labels=labels,
-            features=features,
-            constraints=graph,
-            budget=budget,
-            log=annotation_log,
-            records=records,
-            neighbours=neighbours,
-        )
-    times["select"] = timer.seconds
-    pseudo, num_classes = pseudo_labels_from_clusters(labels)
-    targets = EpochTargets(pseudo, num_classes, graph.component_ids(), graph.cannot_link_edges())
-    stats = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in stats.items()}
-    stats["num_classes"] = num_classes
-    return {"targets": targets, "stats": stats}
-
-
 def _log_epoch(record: dict[str, Any], epochs: int) -> None:
     text = (
         f"epoch {record['epoch'] + 1}/{epochs}: clusters {record.get('num_clusters')} "
@@ -602,38 +696,29 @@ def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
 
 
-def _summary(
-    cfg: TrainConfig,
-    state: _RunState,
-    budget: Budget,
-    graph: ConstraintGraph,
-    data: datasets.ReIDDataset,
-    ctx: DistContext,
-    elapsed: float,
-    *,
-    layout: dict[str, Any],
-) -> dict[str, Any]:
+def _summary(run: _Run, learner: _Learner, progress: _RunState, elapsed: float) -> dict[str, Any]:
     """``final.json``: the final-epoch model's numbers; the best-on-test figure only under ``best`` keys.
 
     Also ``layout``, what it trained with (SPEC 8): ``world_size``; ``bn_batch``, the images each BatchNorm group
     normalised over (16 in the paper's runs at every world size); ``pretrained``, the weight file's name (None
     for random weights) and ``pretrained_sha256``.
     """
-    evaluated = [m for m in state.metrics if "mAP" in m]
+    cfg, budget = run.cfg, learner.budget
+    evaluated = [m for m in progress.metrics if "mAP" in m]
     final = evaluated[-1] if evaluated and evaluated[-1]["epoch"] == cfg.epochs - 1 else {}
     best = max(evaluated, key=lambda m: m["mAP"]) if evaluated else {}
     summary: dict[str, Any] = {key: final.get(key) for key in ("mAP", "mINP", "rank1", "rank5", "rank10")}
     summary.update(
         queries_spent=budget.total - budget.remaining,
         budget=budget.total,
-        pairs_known=graph.pairs_known(),
-        num_train_images=len(data.train),
+        pairs_known=learner.graph.pairs_known(),
+        num_train_images=len(run.data.train),
         best_mAP_on_test=best.get("mAP"),
         best_epoch_on_test=best.get("epoch"),
         epochs=cfg.epochs,
-        wall_time_s=round(state.wall_time + elapsed, 2),
-        phase_times={k: round(v, 3) for k, v in state.phase_totals.items()},
-        device=str(ctx.device),
-        **layout,
+        wall_time_s=round(progress.wall_time + elapsed, 2),
+        phase_times={k: round(v, 3) for k, v in progress.phase_totals.items()},
+        device=str(run.ctx.device),
+        **run.layout,
     )
     return summary
