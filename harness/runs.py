@@ -166,51 +166,141 @@ def run_cell(
         spal.models.PretrainedNotFoundError: before any work, when the weight file is missing.
     """
     commit = environment.get("git_commit")
-    run_id = cell.run_id(commit)
-    relative = Path(cell.dataset) / cell.protocol / run_id
-    run_dir = results_dir / "runs" / relative
-    logs_dir = logs_root / relative
-    final_path = run_dir / "final.json"
-    if final_path.is_file():
-        log.info("run %s is complete (%s); nothing to do", run_id, final_path)
-        return CellResult(cell, run_dir, "complete", json.loads(final_path.read_text()))
+    folders = _RunFolders.of(cell, results_dir, logs_root, commit)
+    finished = _read_finished(cell, folders)
+    if finished is not None:
+        return finished
+    prepared = _prepare_run(cell, folders, data_dir, environment, world_size)
+    started = time.perf_counter()
+    returncode = _launch(cell, prepared)
+    return _collect(cell, prepared, returncode, commit, started)
 
-    world, bn_groups, bn_batch = process_layout(cell, world_size)
+
+@dataclass(frozen=True)
+class _RunFolders:
+    """Where one run's files go: ``run_dir`` (kept in git) and ``logs_dir`` (checkpoint, annotation log and
+    training's own files, outside git), both ``<dataset>/<protocol>/<run_id>`` under their roots."""
+
+    run_id: str
+    run_dir: Path
+    logs_dir: Path
+
+    @classmethod
+    def of(cls, cell: Cell, results_dir: Path, logs_root: Path, commit: str | None) -> _RunFolders:
+        run_id = cell.run_id(commit)
+        relative = Path(cell.dataset) / cell.protocol / run_id
+        return cls(run_id, results_dir / "runs" / relative, logs_root / relative)
+
+    @property
+    def final_path(self) -> Path:
+        """The harness's ``final.json``: there only once the run is complete."""
+        return self.run_dir / "final.json"
+
+
+@dataclass(frozen=True)
+class _PreparedRun:
+    """A run whose folders and config files are written, ready to launch.
+
+    Attributes:
+        train: the TrainConfig settings training reads from ``config_path`` (``train_config.json``).
+        world_size: training processes to launch.
+        resumed: a checkpoint was there, so training resumes from it.
+    """
+
+    folders: _RunFolders
+    train: dict[str, Any]
+    config_path: Path
+    world_size: int
+    resumed: bool
+
+
+def _read_finished(cell: Cell, folders: _RunFolders) -> CellResult | None:
+    """The ``complete`` result of a run whose ``final.json`` is there, else None (the run is still to do)."""
+    if not folders.final_path.is_file():
+        return None
+    log.info("run %s is complete (%s); nothing to do", folders.run_id, folders.final_path)
+    return CellResult(cell, folders.run_dir, "complete", json.loads(folders.final_path.read_text()))
+
+
+def _prepare_run(
+    cell: Cell,
+    folders: _RunFolders,
+    data_dir: str,
+    environment: dict[str, Any],
+    world_size: int | None,
+) -> _PreparedRun:
+    """Settle the process layout and the weights, then make the run's folders and write ``config.json``,
+    ``env.json`` and training's ``train_config.json``.
+
+    Raises:
+        spal.models.BatchNormLayoutError, spal.models.PretrainedNotFoundError: before any folder is made.
+    """
+    layout = process_layout(cell, world_size)
+    world, bn_groups, _ = layout
     weights = models.resolve_pretrained(cell.train["arch"], cell.train["pretrained"])
     recorded_weights = {
         "pretrained": weights.name if weights else None,
         "pretrained_sha256": weights.sha256 if weights else None,
     }
-    train = {
-        **cell.train,
-        "data_dir": data_dir,
-        "logs_dir": str(logs_dir),
-        "bn_groups": bn_groups,
-        # The file found here is the file trained with, whatever the training process's hub cache holds.
-        "pretrained": str(weights.path) if weights else "none",
-        "seed": cell.seed,
-    }
-    resumed = (logs_dir / "checkpoint.pth").is_file()
+    train = _training_settings(cell, folders, data_dir, bn_groups, weights)
+    resumed = (folders.logs_dir / "checkpoint.pth").is_file()
     log.info(
         "%s run %s (%s, %s, seed %d, world size %d, bn_groups %d)",
         "resuming interrupted" if resumed else "starting",
-        run_id,
+        folders.run_id,
         cell.dataset,
         cell.variant,
         cell.seed,
         world,
         bn_groups,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    config = {
+    folders.run_dir.mkdir(parents=True, exist_ok=True)
+    folders.logs_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(folders.run_dir / "config.json", _run_config(cell, folders, train, layout, recorded_weights))
+    _write_json(folders.run_dir / "env.json", {**environment, **recorded_weights})
+    config_path = folders.logs_dir / "train_config.json"
+    _write_json(config_path, train)
+    return _PreparedRun(folders, train, config_path, world, resumed)
+
+
+def _training_settings(
+    cell: Cell,
+    folders: _RunFolders,
+    data_dir: str,
+    bn_groups: int,
+    weights: models.PretrainedWeights | None,
+) -> dict[str, Any]:
+    """The cell's TrainConfig settings with this host's folders, the process layout's BatchNorm groups, the
+    resolved weight file (``none`` for random weights) and the cell's seed filled in."""
+    return {
+        **cell.train,
+        "data_dir": data_dir,
+        "logs_dir": str(folders.logs_dir),
+        "bn_groups": bn_groups,
+        # The file found here is the file trained with, whatever the training process's hub cache holds.
+        "pretrained": str(weights.path) if weights else "none",
+        "seed": cell.seed,
+    }
+
+
+def _run_config(
+    cell: Cell,
+    folders: _RunFolders,
+    train: dict[str, Any],
+    layout: tuple[int, int, int],
+    recorded_weights: dict[str, str | None],
+) -> dict[str, Any]:
+    """The run's ``config.json``: the cell, its training settings, its ``(world_size, bn_groups, bn_batch)``
+    layout (:func:`process_layout`) and its weights by name and hash."""
+    world, bn_groups, bn_batch = layout
+    return {
         "protocol": cell.protocol,
         "protocol_version": cell.protocol_version,
         "dataset": cell.dataset,
         "layout": cell.layout,
         "seed": cell.seed,
         "variant": cell.variant,
-        "run_id": run_id,
+        "run_id": folders.run_id,
         "train": train,
         "world_size": world,
         "gpus": cell.gpus,
@@ -220,36 +310,45 @@ def run_cell(
         "synthetic": cell.dataset == "synthetic",
         **cell.extra,
     }
-    _write_json(run_dir / "config.json", config)
-    _write_json(run_dir / "env.json", {**environment, **recorded_weights})
-    config_path = logs_dir / "train_config.json"
-    _write_json(config_path, train)
 
-    started = time.perf_counter()
+
+def _launch(cell: Cell, prepared: _PreparedRun) -> int:
+    """Train in a child process (or ``world_size`` of them) and copy its metrics and log into the run folder,
+    finished or not; returns the exit code."""
+    logs_dir = prepared.folders.logs_dir
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(_launch_command(config_path, cell, logs_dir, world), env=env, check=False)
+    command = _launch_command(prepared.config_path, cell, logs_dir, prepared.world_size)
+    proc = subprocess.run(command, env=env, check=False)
     for name in ("metrics.jsonl", "train.log"):
         if (logs_dir / name).is_file():
-            shutil.copyfile(logs_dir / name, run_dir / name)
-    if proc.returncode != 0 or not (logs_dir / "final.json").is_file():
-        error = f"training exited with code {proc.returncode}; its log: {logs_dir / 'train.log'}"
-        log.error("run %s failed: %s", run_id, error)
-        return CellResult(cell, run_dir, "failed", error=error)
-    final = json.loads((logs_dir / "final.json").read_text())
+            shutil.copyfile(logs_dir / name, prepared.folders.run_dir / name)
+    return proc.returncode
+
+
+def _collect(cell: Cell, prepared: _PreparedRun, returncode: int, commit: str | None, started: float) -> CellResult:
+    """The launched run's result: ``failed`` unless training exited 0 and wrote its ``final.json``, which is
+    then completed with the cell's identity and the wall time since ``started`` (a ``perf_counter`` reading)
+    and written as the run's own ``final.json``."""
+    folders = prepared.folders
+    if returncode != 0 or not (folders.logs_dir / "final.json").is_file():
+        error = f"training exited with code {returncode}; its log: {folders.logs_dir / 'train.log'}"
+        log.error("run %s failed: %s", folders.run_id, error)
+        return CellResult(cell, folders.run_dir, "failed", error=error)
+    final = json.loads((folders.logs_dir / "final.json").read_text())
     final.update(
         dataset=cell.dataset,
         protocol=cell.protocol,
         variant=cell.variant,
         seed=cell.seed,
         layout=cell.layout,
-        run_id=run_id,
+        run_id=folders.run_id,
         synthetic=cell.dataset == "synthetic",
-        synthetic_size=_synthetic_size(train) if cell.dataset == "synthetic" else None,
+        synthetic_size=_synthetic_size(prepared.train) if cell.dataset == "synthetic" else None,
         git_commit=commit,
         harness_wall_time_s=round(time.perf_counter() - started, 2),
     )
-    _write_json(final_path, final)
-    return CellResult(cell, run_dir, "resumed" if resumed else "ran", final)
+    _write_json(folders.final_path, final)
+    return CellResult(cell, folders.run_dir, "resumed" if prepared.resumed else "ran", final)
 
 
 def _synthetic_size(train: dict[str, Any]) -> str:
