@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from harness.compare import (
 )
 from harness.environment import tracked_files
 from harness.plots import plot_cost_curve, plot_training_curves
-from harness.tables import render_rows
+from harness.tables import Column, render
 
 __all__ = ["build_report", "main", "write_report"]
 
@@ -100,9 +100,10 @@ class _Inputs:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table (see :func:`harness.tables.render_rows`)."""
-    return render_rows(headers, rows, "github")
+def _md_table(columns: Sequence[Column], records: Iterable[Mapping[str, Any]]) -> str:
+    """A GitHub Markdown table, one row a record, one cell a column (:func:`harness.tables.render`, which also
+    renders ``harness.compare``'s LaTeX tables from their columns)."""
+    return render(columns, records, "github")
 
 
 def _dataset_name(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> str:
@@ -200,7 +201,12 @@ def _bench_cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _bench_columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def _bench_table_columns(keys: Sequence[str]) -> list[Column]:
+    """A benchmark table: one column a record key, headed by the key (a missing key leaves its cell empty)."""
+    return [Column(key, lambda record, key=key: _bench_cell(record.get(key))) for key in keys]
+
+
+def _bench_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
     columns: list[str] = []
     for record in records:
         columns += [c for c in record if c not in columns]
@@ -266,48 +272,87 @@ def _header(inputs: _Inputs) -> list[str]:
     ]
 
 
-def _paper_table_section(table: Mapping[str, Any], dataset: str) -> list[str]:
-    rows = table["rows"]
-    extra = [k for k in ("backbone", "setting", "variant") if any(k in r for r in rows)]
-    headers = ["method", *extra, *(METRIC_LABELS[m] for m in table["metrics"]), "source"]
-    body = [
-        [
-            row["method"],
-            *(row.get(k, "") for k in extra),
-            *(fmt_paper(row[dataset][m]) for m in table["metrics"]),
-            row.get("source") or f"not transcribed ({table['table']}.json)",
-        ]
-        for row in rows
+def _text_column(key: str) -> Column:
+    """The column ``key`` of a paper-table row, empty where the row has none."""
+    return Column(key, lambda row: row.get(key, ""))
+
+
+def _paper_value_columns(table: Mapping[str, Any], dataset: str) -> list[Column]:
+    """One column a metric of a paper table: the row's value on ``dataset`` as written, or :data:`NA_PAPER`."""
+    return [Column(METRIC_LABELS[m], lambda row, m=m: fmt_paper(row[dataset][m])) for m in table["metrics"]]
+
+
+def _paper_table_columns(table: Mapping[str, Any], dataset: str) -> list[Column]:
+    """The columns of a SPAL paper table: the method, the descriptions its rows have, its metrics, the source."""
+    extra = [k for k in ("backbone", "setting", "variant") if any(k in r for r in table["rows"])]
+    untranscribed = f"not transcribed ({table['table']}.json)"
+    return [
+        Column("method", lambda row: row["method"]),
+        *(_text_column(k) for k in extra),
+        *_paper_value_columns(table, dataset),
+        Column("source", lambda row: row.get("source") or untranscribed),
     ]
+
+
+def _paper_table_section(table: Mapping[str, Any], dataset: str) -> list[str]:
     return [
         f"### Paper: {table['title']} (`results/paper/{table['table']}.json`)",
         "",
-        _md_table(headers, body),
+        _md_table(_paper_table_columns(table, dataset), table["rows"]),
         "",
+    ]
+
+
+def _bounds_columns(table: Mapping[str, Any], dataset: str) -> list[Column]:
+    """The columns of the bounds table (``bounds.json``): what each row is, its metrics, where it comes from."""
+    return [
+        _text_column("setting"),
+        Column("method", lambda row: row["method"]),
+        _text_column("backbone"),
+        *_paper_value_columns(table, dataset),
+        _text_column("source"),
+        _text_column("note"),
     ]
 
 
 def _bounds_section(tables: Mapping[str, Mapping[str, Any]], dataset: str) -> list[str]:
     table = tables["bounds"]
-    metrics = table["metrics"]
-    headers = ["setting", "method", "backbone", *(METRIC_LABELS[m] for m in metrics), "source", "note"]
-    body = [
-        [
-            row.get("setting", ""),
-            row["method"],
-            row.get("backbone", ""),
-            *(fmt_paper(row[dataset][m]) for m in metrics),
-            row.get("source", ""),
-            row.get("note", ""),
-        ]
-        for row in table["rows"]
-    ]
     return [
         "### Bounds: no labels and all labels (`results/paper/bounds.json`, not SPAL numbers)",
         "",
-        _md_table(headers, body),
+        _md_table(_bounds_columns(table, dataset), table["rows"]),
         "",
     ]
+
+
+def _group_records(groups: Mapping[GroupKey, list[Run]]) -> list[dict[str, Any]]:
+    """One record a group of runs (the seeds of one variant in the set used): ``{"key", "runs", "stats"}``,
+    ``stats`` being :func:`harness.compare.group_stats` of its runs."""
+    return [{"key": key, "runs": runs, "stats": group_stats(runs)} for key, runs in groups.items()]
+
+
+def _group_metric_columns(metrics: Sequence[str]) -> list[Column]:
+    """``mean ± std`` over a group's seeds of each of ``metrics`` (``final.json`` keys)."""
+    return [Column(METRIC_LABELS[m], lambda group, m=m: fmt_mean_std(group["stats"][m])) for m in metrics]
+
+
+_GROUP_PROTOCOL = Column("protocol", lambda group: _protocol_cell(group["key"].protocol, group["key"].version))
+_GROUP_VARIANT = Column("variant", lambda group: group["key"].variant)
+_GROUP_ARCH = Column("arch", lambda group: group["key"].arch or "n/a")
+_GROUP_SEEDS = Column("seeds", lambda group: ", ".join(str(run.seed) for run in group["runs"]))
+_GROUP_RUNS = Column("runs", lambda group: _runs_cell([run.run_id for run in group["runs"]]))
+
+#: The reproduced table of a real data set: one row a group (see :func:`_group_records`).
+_REPRODUCED_COLUMNS = [
+    _GROUP_PROTOCOL,
+    _GROUP_VARIANT,
+    _GROUP_ARCH,
+    Column("BN batch", lambda group: ", ".join(sorted({_bn_cell(run.bn_batch) for run in group["runs"]}))),
+    _GROUP_SEEDS,
+    *_group_metric_columns(("mAP", "rank1", "rank5", "rank10", "mINP")),
+    Column("best mAP on test (not the result)", lambda group: fmt_mean_std(group["stats"]["best_mAP_on_test"])),
+    _GROUP_RUNS,
+]
 
 
 def _reproduced_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
@@ -315,125 +360,122 @@ def _reproduced_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
     lines = [f"### Reproduced on {name}", ""]
     if not groups:
         return lines + [f"No complete runs on {name} yet (`make reproduce DATASET={dataset}`).", ""]
-    headers = [
-        "protocol",
-        "variant",
-        "arch",
-        "BN batch",
-        "seeds",
-        "mAP",
-        "Rank-1",
-        "Rank-5",
-        "Rank-10",
-        "mINP",
-    ]
-    headers += ["best mAP on test (not the result)", "runs"]
-    body = []
-    for key, runs in groups.items():
-        stats = group_stats(runs)
-        bn = sorted({_bn_cell(r.bn_batch) for r in runs})
-        body.append(
-            [
-                _protocol_cell(key.protocol, key.version),
-                key.variant,
-                key.arch or "n/a",
-                ", ".join(bn),
-                ", ".join(str(r.seed) for r in runs),
-                *(fmt_mean_std(stats[m]) for m in ("mAP", "rank1", "rank5", "rank10", "mINP")),
-                fmt_mean_std(stats["best_mAP_on_test"]),
-                _runs_cell([r.run_id for r in runs]),
-            ]
+    return lines + [_md_table(_REPRODUCED_COLUMNS, _group_records(groups)), ""]
+
+
+_RECORD_PROTOCOL = Column("protocol", lambda r: _protocol_cell(r["protocol"], r["version"]))
+_RECORD_VARIANT = Column("variant", lambda r: r["variant"])
+_RECORD_RUNS = Column("runs", lambda r: _runs_cell(r["run_ids"]))
+
+#: The reproduced-vs-paper table: one row a :func:`harness.compare.comparison_records` record.
+_COMPARISON_COLUMNS = [
+    _RECORD_PROTOCOL,
+    _RECORD_VARIANT,
+    Column("metric", lambda r: METRIC_LABELS[r["metric"]]),
+    Column("reproduced", lambda r: fmt_mean_std(Summary(r["reproduced_mean"], r["reproduced_std"], r["n_runs"]))),
+    Column("reference", lambda r: r["reference"]),
+    Column("reference value", lambda r: fmt_paper(r["reference_value"])),
+    Column("difference", lambda r: fmt_diff(r["difference"])),
+    Column("verdict", lambda r: r["verdict"]),
+    _RECORD_RUNS,
+]
+
+
+def _comparisons_to_come(inputs: _Inputs, dataset: str) -> list[dict[str, Any]]:
+    """Comparison records without runs: full SPAL's paper values on ``dataset``, which runs will be held to."""
+    records = []
+    for metric in ("mAP", "rank1", "rank5", "rank10"):
+        ref = spal_reference(inputs.tables, "full", "resnet50", dataset, metric)
+        value, label = ref if ref else (None, "no paper row")
+        records.append(
+            {
+                "protocol": "paper",
+                "version": None,
+                "variant": "full",
+                "metric": metric,
+                "reproduced_mean": None,
+                "reproduced_std": None,
+                "n_runs": 0,
+                "reference": label,
+                "reference_value": value,
+                "difference": None,
+                "verdict": NA_PAPER if value is None else "n/a (no runs)",
+                "run_ids": [],
+            }
         )
-    return lines + [_md_table(headers, body), ""]
+    return records
 
 
 def _comparison_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
     records = [r for r in comparison_records(inputs.groups, inputs.tables) if r["dataset"] == dataset]
-    headers = ["protocol", "variant", "metric", "reproduced", "reference", "reference value", "difference"]
-    headers += ["verdict", "runs"]
-    body = [
-        [
-            _protocol_cell(r["protocol"], r["version"]),
-            r["variant"],
-            METRIC_LABELS[r["metric"]],
-            fmt_mean_std(Summary(r["reproduced_mean"], r["reproduced_std"], r["n_runs"])),
-            r["reference"],
-            fmt_paper(r["reference_value"]),
-            fmt_diff(r["difference"]),
-            r["verdict"],
-            _runs_cell(r["run_ids"]),
-        ]
-        for r in records
-    ]
-    if not body:
-        # No run yet: the comparison still shows what it will compare against.
-        for metric in ("mAP", "rank1", "rank5", "rank10"):
-            ref = spal_reference(inputs.tables, "full", "resnet50", dataset, metric)
-            value, label = ref if ref else (None, "no paper row")
-            verdict = NA_PAPER if value is None else "n/a (no runs)"
-            body.append(
-                [
-                    "paper",
-                    "full",
-                    METRIC_LABELS[metric],
-                    "no runs",
-                    label,
-                    fmt_paper(value),
-                    "n/a",
-                    verdict,
-                    "none",
-                ]
-            )
+    # No run yet: the comparison still shows what it will compare against.
+    records = records or _comparisons_to_come(inputs, dataset)
     return [
         f"### Reproduced vs paper on {name} (tolerance ±{TOLERANCE:g} points)",
         "",
-        _md_table(headers, body),
+        _md_table(_COMPARISON_COLUMNS, records),
         "",
     ]
+
+
+#: The annotation-cost table. The paper's row gives one count as written, a reproduced row a mean over seeds,
+#: so each source formats its own cells (:func:`_paper_cost_row`, :func:`_reproduced_cost_row`).
+_COST_COLUMNS = [
+    Column("source", lambda row: row["source"]),
+    Column("n (train images)", lambda row: fmt_int(row["n"])),
+    Column("budget", lambda row: row["budget"]),
+    Column("queries spent", lambda row: row["queries"]),
+    Column("share of the 2n budget", lambda row: row["share_of_2n"]),
+    Column("share of all n(n-1)/2 pairs", lambda row: row["share_of_pairs"]),
+    Column("pairs known (propagated)", lambda row: row["pairs_known"]),
+]
+
+
+def _paper_share(value: float | None, total: float | None) -> str:
+    """The paper's query count as a share of ``total``: :data:`NA_PAPER` without a count, ``n/a`` without n."""
+    if value is None:
+        return NA_PAPER
+    return fmt_share(value / total) if total else "n/a"
+
+
+def _paper_cost_row(inputs: _Inputs, dataset: str) -> dict[str, Any]:
+    """The cost table's row of the paper's full SPAL on ``dataset`` (cells of :data:`_COST_COLUMNS`)."""
+    n = _num_train_images(inputs.tables, dataset)
+    ref = spal_reference(inputs.tables, "full", "resnet50", dataset, "queries")
+    queries, label = ref if ref else (None, "no paper row")
+    return {
+        "source": f"paper: {label}",
+        "n": n,
+        "budget": f"2n = {fmt_int(2 * n)}" if n else "2n",
+        "queries": fmt_paper(queries),
+        "share_of_2n": _paper_share(queries, 2 * n if n else None),
+        "share_of_pairs": _paper_share(queries, n * (n - 1) / 2 if n else None),
+        "pairs_known": "n/a (not reported)",
+    }
+
+
+def _reproduced_cost_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The cost table's row of a :func:`harness.compare.cost_records` record (cells of :data:`_COST_COLUMNS`)."""
+    queries = Summary(record["queries_mean"], record["queries_std"], len(record["run_ids"]))
+    return {
+        "source": f"reproduced: {_protocol_cell(record['protocol'], record['version'])} / {record['variant']} "
+        f"(runs: {_runs_cell(record['run_ids'])})",
+        "n": record["n"],
+        "budget": f"{', '.join(record['budget_setting'])} = {fmt_int(record['budget'])}",
+        "queries": fmt_mean_std(queries, integer=True),
+        "share_of_2n": fmt_share(record["share_of_2n"]),
+        "share_of_pairs": fmt_share(record["share_of_pairs"]),
+        "pairs_known": fmt_int(record["pairs_known_mean"]),
+    }
 
 
 def _cost_section(inputs: _Inputs, dataset: str, name: str) -> list[str]:
-    n = _num_train_images(inputs.tables, dataset)
-    ref = spal_reference(inputs.tables, "full", "resnet50", dataset, "queries")
-    paper_queries, paper_label = ref if ref else (None, "no paper row")
-    headers = ["source", "n (train images)", "budget", "queries spent", "share of the 2n budget"]
-    headers += ["share of all n(n-1)/2 pairs", "pairs known (propagated)"]
-
-    def share(value: float | None, total: float | None) -> str:
-        if value is None:
-            return NA_PAPER
-        return fmt_share(value / total) if total else "n/a"
-
-    body = [
-        [
-            f"paper: {paper_label}",
-            fmt_int(n),
-            f"2n = {fmt_int(2 * n)}" if n else "2n",
-            fmt_paper(paper_queries),
-            share(paper_queries, 2 * n if n else None),
-            share(paper_queries, n * (n - 1) / 2 if n else None),
-            "n/a (not reported)",
-        ]
-    ]
-    for r in cost_records(inputs.groups, inputs.tables):
-        if r["dataset"] != dataset:
-            continue
-        body.append(
-            [
-                f"reproduced: {_protocol_cell(r['protocol'], r['version'])} / {r['variant']} "
-                f"(runs: {_runs_cell(r['run_ids'])})",
-                fmt_int(r["n"]),
-                f"{', '.join(r['budget_setting'])} = {fmt_int(r['budget'])}",
-                fmt_mean_std(Summary(r["queries_mean"], r["queries_std"], len(r["run_ids"])), integer=True),
-                fmt_share(r["share_of_2n"]),
-                fmt_share(r["share_of_pairs"]),
-                fmt_int(r["pairs_known_mean"]),
-            ]
-        )
+    records = [r for r in cost_records(inputs.groups, inputs.tables) if r["dataset"] == dataset]
+    rows = [_paper_cost_row(inputs, dataset), *map(_reproduced_cost_row, records)]
     return [
         f"### Annotation cost on {name} (pair queries; one same/different answer = 1)",
         "",
-        _md_table(headers, body),
+        _md_table(_COST_COLUMNS, rows),
         "",
     ]
 
@@ -451,6 +493,27 @@ def _real_dataset_section(inputs: _Inputs, dataset: str) -> list[str]:
     return lines
 
 
+def _synthetic_sizes(group: Mapping[str, Any]) -> str:
+    """The generated sizes a group's runs trained on (``final.json``'s ``synthetic_size``), each once."""
+    sizes = {str((run.final or {}).get("synthetic_size") or "n/a") for run in group["runs"]}
+    return ", ".join(sorted(sizes))
+
+
+#: The table of runs on generated data: one row a group (see :func:`_group_records`).
+_SYNTHETIC_COLUMNS = [
+    Column("layout", lambda group: group["key"].layout or "n/a"),
+    _GROUP_PROTOCOL,
+    _GROUP_VARIANT,
+    _GROUP_ARCH,
+    Column("size", _synthetic_sizes),
+    _GROUP_SEEDS,
+    *_group_metric_columns(("mAP", "rank1", "rank5", "rank10")),
+    Column("queries spent", lambda group: fmt_mean_std(group["stats"]["queries_spent"], integer=True)),
+    Column("budget", lambda group: fmt_int(group["stats"]["budget"].mean)),
+    _GROUP_RUNS,
+]
+
+
 def _synthetic_section(inputs: _Inputs) -> list[str]:
     lines = [
         "## Runs on synthetic data (never compared with the paper)",
@@ -461,68 +524,48 @@ def _synthetic_section(inputs: _Inputs) -> list[str]:
     groups = {k: v for k, v in inputs.groups.items() if k.dataset not in REAL_DATASETS}
     if not groups:
         return lines + ["No complete runs on synthetic data yet (`make reproduce DATASET=synthetic`).", ""]
-    headers = ["layout", "protocol", "variant", "arch", "size", "seeds", "mAP", "Rank-1", "Rank-5", "Rank-10"]
-    headers += ["queries spent", "budget", "runs"]
-    body = []
-    for key, runs in groups.items():
-        stats = group_stats(runs)
-        sizes = sorted({str((r.final or {}).get("synthetic_size") or "n/a") for r in runs})
-        body.append(
-            [
-                key.layout or "n/a",
-                _protocol_cell(key.protocol, key.version),
-                key.variant,
-                key.arch or "n/a",
-                ", ".join(sizes),
-                ", ".join(str(r.seed) for r in runs),
-                *(fmt_mean_std(stats[m]) for m in ("mAP", "rank1", "rank5", "rank10")),
-                fmt_mean_std(stats["queries_spent"], integer=True),
-                fmt_int(stats["budget"].mean),
-                _runs_cell([r.run_id for r in runs]),
-            ]
-        )
-    return lines + [_md_table(headers, body), ""]
+    return lines + [_md_table(_SYNTHETIC_COLUMNS, _group_records(groups)), ""]
+
+
+def _ablation_metric_columns(metric: str) -> list[Column]:
+    """A metric of the ablation table: the variant's ``mean ± std``, its paired difference to full SPAL and
+    that difference's p-value (``<metric>_mean`` ... ``<metric>_p`` of an ablation record)."""
+    label = METRIC_LABELS[metric]
+    return [
+        Column(label, lambda r: fmt_mean_std(Summary(r[f"{metric}_mean"], r[f"{metric}_std"], r["n_runs"]))),
+        Column(
+            f"Δ {label} vs full [95 % interval]",
+            lambda r: fmt_paired(r[f"{metric}_delta"], r[f"{metric}_low"], r[f"{metric}_high"]),
+        ),
+        Column(f"p ({label})", lambda r: fmt_p(r[f"{metric}_p"])),
+    ]
+
+
+def _ablation_columns(real: bool) -> list[Column]:
+    """The ablation table, one row a :func:`harness.compare.ablation_records` record; on a real data set
+    (``real``) with the paper's ablation values beside."""
+    paper = [
+        Column("paper mAP (spal_ablation.json)", lambda r: fmt_paper(r["paper_mAP"])),
+        Column("paper Rank-1 (spal_ablation.json)", lambda r: fmt_paper(r["paper_rank1"])),
+    ]
+    return [
+        Column("protocol", lambda r: _protocol_cell(r["protocol"], r["version"]) if r["n_runs"] else "-"),
+        _RECORD_VARIANT,
+        Column("n (seeds)", lambda r: str(r["n_runs"])),
+        Column("queries spent", lambda r: fmt_num(r["queries_mean"], 0)),
+        *_ablation_metric_columns("mAP"),
+        *_ablation_metric_columns("rank1"),
+        Column("verdict (mAP)", lambda r: r["verdict"]),
+        *(paper if real else []),
+        _RECORD_RUNS,
+    ]
 
 
 def _ablation_table(inputs: _Inputs, dataset: str, layout: str | None) -> list[str]:
     records = ablation_records(inputs.groups, inputs.tables, dataset, layout)
-    real = dataset in REAL_DATASETS
-    headers = [
-        "protocol",
-        "variant",
-        "n (seeds)",
-        "queries spent",
-        "mAP",
-        "Δ mAP vs full [95 % interval]",
-        "p (mAP)",
-        "Rank-1",
-        "Δ Rank-1 vs full [95 % interval]",
-        "p (Rank-1)",
-        "verdict (mAP)",
-    ]
-    if real:
-        headers += ["paper mAP (spal_ablation.json)", "paper Rank-1 (spal_ablation.json)"]
-    headers.append("runs")
-    body = []
-    for r in records:
-        row = [
-            _protocol_cell(r["protocol"], r["version"]) if r["n_runs"] else "-",
-            r["variant"],
-            str(r["n_runs"]),
-            fmt_num(r["queries_mean"], 0),
-            fmt_mean_std(Summary(r["mAP_mean"], r["mAP_std"], r["n_runs"])),
-            fmt_paired(r["mAP_delta"], r["mAP_low"], r["mAP_high"]),
-            fmt_p(r["mAP_p"]),
-            fmt_mean_std(Summary(r["rank1_mean"], r["rank1_std"], r["n_runs"])),
-            fmt_paired(r["rank1_delta"], r["rank1_low"], r["rank1_high"]),
-            fmt_p(r["rank1_p"]),
-            r["verdict"],
-        ]
-        if real:
-            row += [fmt_paper(r["paper_mAP"]), fmt_paper(r["paper_rank1"])]
-        row.append(_runs_cell(r["run_ids"]))
-        body.append(row)
-    return [_md_table(headers, body), ""] if body else ["No ablation runs yet.", ""]
+    if not records:
+        return ["No ablation runs yet.", ""]
+    return [_md_table(_ablation_columns(dataset in REAL_DATASETS), records), ""]
 
 
 def _ablation_section(inputs: _Inputs) -> list[str]:
@@ -562,18 +605,30 @@ def _origin(run_set: RunSet, tracked: set[Path] | None) -> str:
     return f"mixed: {committed} of {len(run_set.runs)} runs committed"
 
 
-def _set_cells(run_set: RunSet, tracked: set[Path] | None) -> list[str]:
-    context = run_set.context
+def _set_world_size_cell(run_set: RunSet) -> str:
+    world_size = run_set.key.world_size
+    return str(world_size if world_size is not None else "n/a")
+
+
+def _of_set(header: str, cell: Callable[[RunSet], str]) -> Column:
+    """A column of the run-set tables read off the set alone."""
+    return Column(header, lambda record: cell(record["set"]))
+
+
+def _run_set_columns(tracked: set[Path] | None, last: str) -> list[Column]:
+    """The run-set tables, one row a ``{"set": RunSet, "last": text}`` record: what the set is, then ``last``
+    (its state, or why it is not used) under that header; ``tracked`` tells committed runs from local ones."""
     return [
-        dataset_key(context.dataset, context.layout),
-        _protocol_cell(context.protocol, context.version),
-        context.arch or "n/a",
-        _set_commit_cell(run_set),
-        run_set.key.machine,
-        str(run_set.key.world_size if run_set.key.world_size is not None else "n/a"),
-        f"{len(run_set.runs)} ({run_set.n_complete} finished)",
-        run_set.recorded_at.strftime("%Y-%m-%d %H:%M"),
-        _origin(run_set, tracked),
+        _of_set("data set", lambda s: dataset_key(s.context.dataset, s.context.layout)),
+        _of_set("protocol", lambda s: _protocol_cell(s.context.protocol, s.context.version)),
+        _of_set("arch", lambda s: s.context.arch or "n/a"),
+        _of_set("git commit", _set_commit_cell),
+        _of_set("machine", lambda s: s.key.machine),
+        _of_set("world size", _set_world_size_cell),
+        _of_set("runs", lambda s: f"{len(s.runs)} ({s.n_complete} finished)"),
+        _of_set("newest run (UTC)", lambda s: s.recorded_at.strftime("%Y-%m-%d %H:%M")),
+        _of_set("origin", lambda s: _origin(s, tracked)),
+        Column(last, lambda record: record["last"]),
     ]
 
 
@@ -590,30 +645,30 @@ def _run_sets_section(inputs: _Inputs) -> list[str]:
     ]
     if not inputs.used_sets and not inputs.not_used_sets:
         return lines + ["No runs yet.", ""]
-    headers = ["data set", "protocol", "arch", "git commit", "machine", "world size", "runs", "newest run (UTC)"]
-    headers.append("origin")
     used = [
-        [*_set_cells(run_set, inputs.tracked), "complete" if run_set.complete else "incomplete (no complete set)"]
+        {"set": run_set, "last": "complete" if run_set.complete else "incomplete (no complete set)"}
         for run_set in inputs.used_sets.values()
     ]
-    lines += [_md_table([*headers, "state"], used) if used else "No set has a finished run yet.", ""]
+    state_columns = _run_set_columns(inputs.tracked, "state")
+    lines += [_md_table(state_columns, used) if used else "No set has a finished run yet.", ""]
     if inputs.not_used_sets:
-        body = [_set_cells(run_set, inputs.tracked) + [reason] for run_set, reason in inputs.not_used_sets]
-        lines += ["### Older sets, not used", "", _md_table([*headers, "why not used"], body), ""]
+        not_used = [{"set": run_set, "last": reason} for run_set, reason in inputs.not_used_sets]
+        not_used_table = _md_table(_run_set_columns(inputs.tracked, "why not used"), not_used)
+        lines += ["### Older sets, not used", "", not_used_table, ""]
     return lines
 
 
-def _paired_row(record: Mapping[str, Any]) -> list[str]:
-    return [
-        _protocol_cell(record["protocol"], record["version"]),
-        record["arch"] or "n/a",
-        record["comparison"],
-        METRIC_LABELS[record["metric"]],
-        ", ".join(map(str, record["seeds"])),
-        fmt_paired(record["mean"], record["low"], record["high"]),
-        fmt_p(record["p_value"]),
-        record["verdict"],
-    ]
+#: The paired-comparison tables: one row a :func:`harness.compare.paired_records` record with a metric.
+_PAIRED_COLUMNS = [
+    _RECORD_PROTOCOL,
+    Column("arch", lambda r: r["arch"] or "n/a"),
+    Column("comparison (a vs b)", lambda r: r["comparison"]),
+    Column("metric", lambda r: METRIC_LABELS[r["metric"]]),
+    Column("seeds", lambda r: ", ".join(map(str, r["seeds"]))),
+    Column("a - b [95 % interval]", lambda r: fmt_paired(r["mean"], r["low"], r["high"])),
+    Column("p (paired t)", lambda r: fmt_p(r["p_value"])),
+    Column("verdict", lambda r: r["verdict"]),
+]
 
 
 def _paired_section(inputs: _Inputs) -> list[str]:
@@ -627,8 +682,6 @@ def _paired_section(inputs: _Inputs) -> list[str]:
         "",
     ]
     records = [r for r in paired_records(inputs.groups) if r["kind"] != "ablation"]
-    headers = ["protocol", "arch", "comparison (a vs b)", "metric", "seeds", "a - b [95 % interval]"]
-    headers += ["p (paired t)", "verdict"]
     for dataset, layout in _curve_keys(inputs):
         title = _dataset_name(inputs.tables, dataset) if dataset in REAL_DATASETS else f"synthetic ({layout})"
         mine = [r for r in records if r["dataset"] == dataset and r["layout"] == layout]
@@ -636,9 +689,9 @@ def _paired_section(inputs: _Inputs) -> list[str]:
         if not mine:
             lines += [f"No runs to compare on {title} yet.", ""]
             continue
-        body = [_paired_row(r) for r in mine if r["metric"] is not None]
-        if body:
-            lines += [_md_table(headers, body), ""]
+        measured = [r for r in mine if r["metric"] is not None]
+        if measured:
+            lines += [_md_table(_PAIRED_COLUMNS, measured), ""]
         lines += [
             f"- {_protocol_cell(r['protocol'], r['version'])} / {r['arch'] or 'n/a'}: {r['comparison']}: {r['note']}."
             for r in mine
@@ -675,6 +728,18 @@ def _curve_keys(inputs: _Inputs) -> list[tuple[str, str | None]]:
     return [(d, None) for d in REAL_DATASETS] + [("synthetic", layout) for layout in _synthetic_layouts(inputs)]
 
 
+#: The points of a cost curve: one row a :func:`harness.compare.cost_curve_points` point with its line's label
+#: as ``selection``.
+_COST_CURVE_COLUMNS = [
+    Column("selection", lambda p: p["selection"]),
+    Column("budget", lambda p: p["budget"]),
+    Column("queries spent", lambda p: fmt_mean_std(p["queries"], integer=True)),
+    Column("mAP", lambda p: fmt_mean_std(p["mAP"])),
+    Column("Rank-1", lambda p: fmt_mean_std(p["rank1"])),
+    Column("runs", lambda p: _runs_cell(p["run_ids"])),
+]
+
+
 def _cost_curve_section(inputs: _Inputs) -> list[str]:
     lines = [
         "## Annotation budget and cost curves",
@@ -690,21 +755,9 @@ def _cost_curve_section(inputs: _Inputs) -> list[str]:
         title = _dataset_name(inputs.tables, dataset) if dataset in REAL_DATASETS else f"synthetic ({layout})"
         lines += [f"### {title}", ""]
         points, _ = _curve_inputs(inputs, dataset, layout)
-        body = [
-            [
-                label,
-                p["budget"],
-                fmt_mean_std(p["queries"], integer=True),
-                fmt_mean_std(p["mAP"]),
-                fmt_mean_std(p["rank1"]),
-                _runs_cell(p["run_ids"]),
-            ]
-            for label, pts in points.items()
-            for p in pts
-        ]
-        if body:
-            headers = ["selection", "budget", "queries spent", "mAP", "Rank-1", "runs"]
-            lines += [_md_table(headers, body), ""]
+        rows = [{"selection": label, **p} for label, pts in points.items() for p in pts]
+        if rows:
+            lines += [_md_table(_COST_CURVE_COLUMNS, rows), ""]
         else:
             lines += [f"No budget-sweep runs on {title} yet.", ""]
         lines += [f"![cost curve, {title}]({_cost_curve_file(key)})", ""]
@@ -762,6 +815,56 @@ def _seconds(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.2f} s"
 
 
+#: The seconds each phase of an epoch took: one row a ``per_epoch`` record of a GPU protocol file.
+_GPU_EPOCH_COLUMNS = [
+    Column("epoch", lambda p: p.get("epoch")),
+    Column("label phase", lambda p: _seconds(p.get("label_phase_s"))),
+    Column("train", lambda p: _seconds(p.get("train_s"))),
+    Column("evaluation", lambda p: _seconds(p.get("evaluation_s"))),
+    Column("checkpoint", lambda p: _seconds(p.get("checkpoint_s"))),
+]
+
+#: The paper protocol's goals on one GPU: one row a goal of :func:`_gpu_goal_rows`.
+_GPU_GOAL_COLUMNS = [
+    Column("goal", lambda g: g["goal"]),
+    Column("measured", lambda g: g["measured"]),
+    Column("target", lambda g: g["target"]),
+    Column("", lambda g: g["verdict"]),
+]
+
+
+def _gpu_goal_rows(data: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A GPU protocol record's three goals, each measured against its target (cells of :data:`_GPU_GOAL_COLUMNS`):
+    the projected 50-epoch time, the training step against its CUDA-graph ceiling, the label phase's time."""
+    targets = data.get("targets", {})
+    ratio, ceiling = data.get("ratio"), data.get("ceiling_img_s")
+    met = data.get("meets_targets", {})
+
+    def verdict(key: str) -> str:
+        return "met" if met.get(key) else "not met"
+
+    return [
+        {
+            "goal": "50-epoch protocol (projected)",
+            "measured": _seconds(data.get("projected_total_s")),
+            "target": f"<= {targets.get('projected_total_s')} s",
+            "verdict": verdict("projected_total_s"),
+        },
+        {
+            "goal": "training step vs CUDA-graph ceiling",
+            "measured": "n/a" if ratio is None else f"{ratio:.1%} ({data.get('train_img_s')} of {ceiling} img/s)",
+            "target": f">= {targets.get('ratio', 0):.0%}",
+            "verdict": verdict("ratio"),
+        },
+        {
+            "goal": "label phase an epoch",
+            "measured": _seconds(data.get("label_phase_s")),
+            "target": f"<= {targets.get('label_phase_s')} s",
+            "verdict": verdict("label_phase_s"),
+        },
+    ]
+
+
 def gpu_protocol_section(records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """The GPU section: for each ``gpu-protocol-msmt17-*.json`` record (``make gpu-check``), the device, each
     phase an epoch, and the three goals of the paper protocol on one GPU against the measured figures."""
@@ -770,51 +873,13 @@ def gpu_protocol_section(records: Sequence[tuple[str, Mapping[str, Any]]]) -> li
         return lines + ["No GPU record yet: `make gpu-check` on a GPU machine writes "
                         "`results/bench/gpu-protocol-msmt17-<device>.json`.", ""]  # fmt: skip
     for name, data in records:
-        targets = data.get("targets", {})
-        ratio, ceiling = data.get("ratio"), data.get("ceiling_img_s")
-        met = data.get("meets_targets", {})
-        verdict = {key: "met" if met.get(key) else "not met" for key in ("projected_total_s", "ratio", "label_phase_s")}
         lines += [
             f"`results/bench/{name}`: {data.get('device')}, torch {data.get('torch')}, commit "
             f"{(data.get('git_commit') or 'unknown')[:12]}, {data.get('epochs_timed')} epochs timed.",
             "",
-            _md_table(
-                ["epoch", "label phase", "train", "evaluation", "checkpoint"],
-                [
-                    [
-                        p.get("epoch"),
-                        _seconds(p.get("label_phase_s")),
-                        _seconds(p.get("train_s")),
-                        _seconds(p.get("evaluation_s")),
-                        _seconds(p.get("checkpoint_s")),
-                    ]
-                    for p in data.get("per_epoch", [])
-                ],
-            ),  # fmt: skip
+            _md_table(_GPU_EPOCH_COLUMNS, data.get("per_epoch", [])),
             "",
-            _md_table(
-                ["goal", "measured", "target", ""],
-                [
-                    [
-                        "50-epoch protocol (projected)",
-                        _seconds(data.get("projected_total_s")),
-                        f"<= {targets.get('projected_total_s')} s",
-                        verdict["projected_total_s"],
-                    ],
-                    [
-                        "training step vs CUDA-graph ceiling",
-                        "n/a" if ratio is None else f"{ratio:.1%} ({data.get('train_img_s')} of {ceiling} img/s)",
-                        f">= {targets.get('ratio', 0):.0%}",
-                        verdict["ratio"],
-                    ],
-                    [
-                        "label phase an epoch",
-                        _seconds(data.get("label_phase_s")),
-                        f"<= {targets.get('label_phase_s')} s",
-                        verdict["label_phase_s"],
-                    ],
-                ],
-            ),  # fmt: skip
+            _md_table(_GPU_GOAL_COLUMNS, _gpu_goal_rows(data)),
             "",
             f"Start-up {_seconds(data.get('startup_s'))}, warm-up {_seconds(data.get('warmup_s'))}, compile "
             f"{_seconds(data.get('compile_s'))}, one evaluation at the real test sizes "
@@ -846,18 +911,16 @@ def _bench_section(inputs: _Inputs) -> list[str]:
             # A file without its headline that lacks a figure its benchmark writes: say so, keep its record below.
             skipped.append(f"- `results/bench/{name}`: no headline ({type(err).__name__}: {err})")
     if headlines:
-        columns = list(HEADLINE_COLUMNS)
         lines += ["Each figure with the baseline measured in the same run (see the file for the full record).", ""]
-        lines += [_md_table(columns, [[_bench_cell(h.get(c)) for c in columns] for h in headlines]), ""]
+        lines += [_md_table(_bench_table_columns(HEADLINE_COLUMNS), headlines), ""]
     if skipped:
         lines += [*skipped, ""]
     for name, records, meta in inputs.bench:
-        columns = _bench_columns(records)
-        body = [[_bench_cell(r.get(c)) for c in columns] for r in records]
+        columns = _bench_table_columns(_bench_keys(records))
         lines += ["<details>", f"<summary>every field of <code>results/bench/{name}</code></summary>", ""]
         if meta:
             lines += [", ".join(f"{k}: {_bench_cell(v)}" for k, v in meta.items()), ""]
-        lines += [_md_table(columns, body) if body else "No records in this file.", "", "</details>", ""]
+        lines += [_md_table(columns, records) if records else "No records in this file.", "", "</details>", ""]
     return lines
 
 
@@ -951,47 +1014,66 @@ def _run_use(run: Run, used_paths: set[Path], reasons: Mapping[Path, str]) -> st
     return "not used: a newer run of this seed in the set"
 
 
+def _status_cell(run: Run) -> str:
+    if run.complete:
+        return "complete"
+    epochs = [m.get("epoch") for m in run.metrics if m.get("epoch") is not None]
+    return f"incomplete (last epoch logged: {max(epochs)})" if epochs else "incomplete (no epoch logged)"
+
+
+def _run_record(run: Run, inputs: _Inputs, used_paths: set[Path], reasons: Mapping[Path, str]) -> dict[str, Any]:
+    """A row of the runs listing (:data:`_RUN_COLUMNS`): the run, its ``final.json`` (``{}`` unfinished), its
+    BN batch as a number and as a cell, whether the report uses it, and its folder under ``results/``."""
+    bn_batch, bn_text = _run_bn_batch(run)
+    return {
+        "run": run,
+        "final": run.final or {},
+        "bn_batch": bn_batch,
+        "bn_text": bn_text,
+        "use": _run_use(run, used_paths, reasons),
+        "path": str(run.path.relative_to(inputs.results)),
+    }
+
+
+def _world_size_cell(run: Run) -> str:
+    world = run.set_key.world_size
+    return "n/a" if world is None else str(world)
+
+
+def _of_run(header: str, cell: Callable[[Run], Any]) -> Column:
+    """A column of the runs listing read off the run alone."""
+    return Column(header, lambda record: cell(record["run"]))
+
+
+#: The runs listing: one row a :func:`_run_record`, every run found, used or not.
+_RUN_COLUMNS = [
+    _of_run("run", lambda run: run.run_id),
+    _of_run("data set", lambda run: dataset_key(run.dataset, run.layout)),
+    _of_run("protocol", lambda run: _protocol_cell(run.protocol, run.version)),
+    _of_run("variant", lambda run: run.variant),
+    _of_run("seed", lambda run: str(run.seed)),
+    _of_run("status", _status_cell),
+    Column("mAP", lambda r: fmt_num(r["final"].get("mAP"))),
+    Column("queries spent", lambda r: fmt_int(r["final"].get("queries_spent"))),
+    Column("device", lambda r: r["final"].get("device") or (r["run"].env or {}).get("gpu_name") or "n/a"),
+    _of_run("precision", _precision_cell),
+    _of_run("world size", _world_size_cell),
+    Column("BN batch", lambda r: r["bn_text"]),
+    _of_run("pretrained", lambda run: _pretrained_cell(_recorded(run, "pretrained"))),
+    Column("paper layout/weights", lambda r: _paper_layout_cell(r["run"], r["bn_batch"])),
+    _of_run("git commit", _commit_cell),
+    Column("in report", lambda r: r["use"]),
+    Column("path", lambda r: r["path"]),
+]
+
+
 def _runs_section(inputs: _Inputs) -> list[str]:
     lines = ["## Runs", ""]
     if inputs.runs:
-        headers = ["run", "data set", "protocol", "variant", "seed", "status", "mAP", "queries spent", "device"]
-        headers.append("precision")
-        headers += ["world size", "BN batch", "pretrained", "paper layout/weights", "git commit", "in report"]
-        headers.append("path")
         used_paths = {run.path for runs in inputs.groups.values() for run in runs}
         reasons = {run.path: reason for run_set, reason in inputs.not_used_sets for run in run_set.runs}
-        body = []
-        for run in inputs.runs:
-            final = run.final or {}
-            if run.complete:
-                status = "complete"
-            else:
-                epochs = [m.get("epoch") for m in run.metrics if m.get("epoch") is not None]
-                status = f"incomplete (last epoch logged: {max(epochs)})" if epochs else "incomplete (no epoch logged)"
-            bn_batch, bn_text = _run_bn_batch(run)
-            world = run.set_key.world_size
-            body.append(
-                [
-                    run.run_id,
-                    dataset_key(run.dataset, run.layout),
-                    _protocol_cell(run.protocol, run.version),
-                    run.variant,
-                    str(run.seed),
-                    status,
-                    fmt_num(final.get("mAP")),
-                    fmt_int(final.get("queries_spent")),
-                    final.get("device") or (run.env or {}).get("gpu_name") or "n/a",
-                    _precision_cell(run),
-                    "n/a" if world is None else str(world),
-                    bn_text,
-                    _pretrained_cell(_recorded(run, "pretrained")),
-                    _paper_layout_cell(run, bn_batch),
-                    _commit_cell(run),
-                    _run_use(run, used_paths, reasons),
-                    str(run.path.relative_to(inputs.results)),
-                ]
-            )
-        lines += [_md_table(headers, body), ""]
+        records = [_run_record(run, inputs, used_paths, reasons) for run in inputs.runs]
+        lines += [_md_table(_RUN_COLUMNS, records), ""]
     else:
         lines += ["No runs yet.", ""]
     if inputs.problems:

@@ -9,7 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-__all__ = ["Column", "render", "render_rows"]
+__all__ = ["Column", "render"]
 
 FORMATS = ("github", "latex_booktabs")
 
@@ -22,7 +22,7 @@ class Column:
     cell: Callable[[Mapping[str, Any]], Any]
 
 
-def render_rows(headers: Sequence[str], rows: Iterable[Sequence[Any]], tablefmt: str) -> str:
+def _render_rows(headers: Sequence[str], rows: Iterable[Sequence[Any]], tablefmt: str) -> str:
     """``rows`` under ``headers`` in ``tablefmt`` (one of :data:`FORMATS`); cells are shown verbatim (no number
     parsing). In Markdown, pipes are escaped and line breaks become spaces; LaTeX escaping is tabulate's."""
     if tablefmt not in FORMATS:
@@ -38,5 +38,5 @@ def render_rows(headers: Sequence[str], rows: Iterable[Sequence[Any]], tablefmt:
 
 
 def render(columns: Sequence[Column], records: Iterable[Mapping[str, Any]], tablefmt: str) -> str:
-    """One row a record, one cell a column, in ``tablefmt`` (see :func:`render_rows`)."""
-    return render_rows([c.header for c in columns], [[c.cell(r) for c in columns] for r in records], tablefmt)
+    """One row a record, one cell a column, in ``tablefmt`` (see :func:`_render_rows`)."""
+    return _render_rows([c.header for c in columns], [[c.cell(r) for c in columns] for r in records], tablefmt)
