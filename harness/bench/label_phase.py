@@ -34,7 +34,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,8 +85,54 @@ CAMERAS_PER_ID = (2, 6)
 BLOCK_ROWS = 4096
 
 
+# What the record's derived figures mean, stored in it.
+_DEFINITIONS = {
+    "clustering_s": "jaccard_s + dbscan_constrained_s (dbscan_plain_s when spal.active is missing)",
+    "label_phase_s": "clustering_s + selection_s (select_support_pairs: selection and propagation)",
+    "peak_rss_mb": "per step: the kernel's peak-RSS mark (VmHWM) reset just before the step, so "
+    "the whole process (inputs and libraries included) at its highest during that step",
+    "label_phase_process_peak_rss_mb": "the largest of those peaks and getrusage's ru_maxrss, "
+    "read after the label phase (before the dense reference, if any)",
+}
+
+# The goals the label phase is held to, stored in the record.
+_TARGETS = {
+    "label_phase_s_below": 90.0,
+    "label_phase_process_peak_rss_mb_below": 4096.0,
+    "label_phase_over_knn_below": 3.0,
+    "scope": "MSMT17 size on the project's 2-core CPU machine",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (0)."""
+    args = _parse_args(argv)
+    size = SIZES[args.size]
+    device = torch.device(args.device)
+    load_before = os.getloadavg()
+    features, pids, _ = make_features(size, np.random.default_rng(args.seed))
+    features = features.to(device)
+    _warm_up(features, args)
+    meter = _Meter(device)
+    distances, result = _measure_label_phase(args, size, features, pids, meter)
+    if args.size == "market1501":
+        # Last, so that the label phase's peak memory above was read before the dense arrays existed.
+        result["dense_reference"] = _compare_with_dense(features, distances, args, meter)
+        meter.peak_mb["process_peak_rss_mb"] = meter.process_peak_mb()
+    result.update(
+        {
+            "targets": _TARGETS,
+            "machine": machine(device),
+            "provenance": provenance(),
+            "notes": _notes(args.notes, load_before, result.get("constraints")),
+        }
+    )
+    path = write_record(f"label-phase-{args.size}-{args.device}", result, label_phase_headline, args.out)
+    sys.stdout.write(_summary_line(args, meter, path))
+    return 0
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.bench.label_phase", description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="msmt17")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -100,57 +146,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU; use --device cpu")
-    size = SIZES[args.size]
-    device = torch.device(args.device)
-    load_before = os.getloadavg()
+    return args
 
-    features, pids, camids = make_features(size, np.random.default_rng(args.seed))
-    features = features.to(device)
-    # Warm-up on a slice: library loading, thread pools, CUDA context.
+
+def _warm_up(features: torch.Tensor, args: argparse.Namespace) -> None:
+    """Every timed step once on a slice: library loading, thread pools, CUDA context."""
     constrained_dbscan(jaccard_distance(features[:256], args.k1, args.k2), args.eps, args.min_samples)
     _bare_knn(features[:256], args.k1)
 
-    meter = _Meter(device)
+
+def _measure_label_phase(
+    args: argparse.Namespace, size: Size, features: torch.Tensor, pids: np.ndarray, meter: _Meter
+) -> tuple[sp.csr_matrix, dict[str, Any]]:
+    """Time the k-NN baseline and the label phase's steps in turn.
+
+    Returns:
+        ``(distances, result)``: the ``(n, n)`` sparse Jaccard distances and the record so far, whose
+        ``timing`` and ``memory`` are ``meter``'s own dictionaries (steps timed later still land in them).
+    """
     meter.run("knn_baseline", lambda: _bare_knn(features, args.k1))
-    with _StageRecorder() as stages:
-        # As in the training loop: one k-NN table an epoch, shared by the Jaccard step and the selection.
-        table: dict[str, Any] = {}
-
-        def jaccard() -> sp.csr_matrix:
-            start = time.perf_counter()
-            table["neighbours"] = neighbour_table(features, args.k1)
-            table["knn_s"] = time.perf_counter() - start
-            return jaccard_distance(features, args.k1, args.k2, neighbours=table["neighbours"])
-
-        distances = meter.run("jaccard", jaccard)
+    distances, neighbours, jaccard_steps = _time_jaccard(features, args, meter)
     plain = meter.run("dbscan_plain", lambda: constrained_dbscan(distances, args.eps, args.min_samples))
-    active = _constrained_part(args, features, pids, distances, meter, table["neighbours"])
+    active = _constrained_part(args, features, pids, distances, meter, neighbours)
     timing, memory = meter.seconds, meter.peak_mb
-    timing["jaccard_steps_s"] = {"knn": table["knn_s"], **stages.seconds}
-    knn = timing["knn_baseline_s"]
-    clustering = timing["jaccard_s"] + timing.get("dbscan_constrained_s", timing["dbscan_plain_s"])
-    label_phase = clustering + timing.get("selection_s", 0.0)
-    timing.update(
-        {
-            "clustering_s": clustering,
-            "label_phase_s": label_phase,
-            "jaccard_over_knn": timing["jaccard_s"] / knn,
-            "clustering_over_knn": clustering / knn,
-            "label_phase_over_knn": label_phase / knn,
-        }
-    )
+    timing["jaccard_steps_s"] = jaccard_steps
+    timing.update(_phase_totals(timing))
     memory["label_phase_process_peak_rss_mb"] = meter.process_peak_mb()
-
-    result: dict[str, Any] = {
+    result = {
         "benchmark": "label phase: jaccard_distance + constrained_dbscan + select_support_pairs",
-        "definitions": {
-            "clustering_s": "jaccard_s + dbscan_constrained_s (dbscan_plain_s when spal.active is missing)",
-            "label_phase_s": "clustering_s + selection_s (select_support_pairs: selection and propagation)",
-            "peak_rss_mb": "per step: the kernel's peak-RSS mark (VmHWM) reset just before the step, so "
-            "the whole process (inputs and libraries included) at its highest during that step",
-            "label_phase_process_peak_rss_mb": "the largest of those peaks and getrusage's ru_maxrss, "
-            "read after the label phase (before the dense reference, if any)",
-        },
+        "definitions": _DEFINITIONS,
         "size": args.size,
         "device": args.device,
         "shapes": dataclasses.asdict(size),
@@ -161,29 +185,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clusters_plain": cluster_statistics(plain, pids),
         **active,
     }
-    if args.size == "market1501":
-        result["dense_reference"] = _compare_with_dense(features, distances, args, meter)
-        memory["process_peak_rss_mb"] = meter.process_peak_mb()
-    result.update(
-        {
-            "targets": {
-                "label_phase_s_below": 90.0,
-                "label_phase_process_peak_rss_mb_below": 4096.0,
-                "label_phase_over_knn_below": 3.0,
-                "scope": "MSMT17 size on the project's 2-core CPU machine",
-            },
-            "machine": machine(device),
-            "provenance": provenance(),
-            "notes": _notes(args.notes, load_before, result.get("constraints")),
-        }
-    )
-    path = write_record(f"label-phase-{args.size}-{args.device}", result, label_phase_headline, args.out)
-    sys.stdout.write(
-        f"label phase {args.size} on {args.device}: {label_phase:.1f} s "
+    return distances, result
+
+
+def _time_jaccard(
+    features: torch.Tensor, args: argparse.Namespace, meter: _Meter
+) -> tuple[sp.csr_matrix, tuple[np.ndarray, np.ndarray], dict[str, float]]:
+    """Time ``jaccard_distance`` with the k-NN table it starts from, as the training loop builds it (one
+    table an epoch, shared by the Jaccard step and the selection).
+
+    Returns:
+        ``(distances, neighbours, steps)``: the sparse distances, the k-NN table and the seconds of each step
+        (``knn`` for the table, then the steps ``spal.clustering.jaccard`` logs).
+    """
+    table: dict[str, Any] = {}
+
+    def jaccard() -> sp.csr_matrix:
+        start = time.perf_counter()
+        table["neighbours"] = neighbour_table(features, args.k1)
+        table["knn_s"] = time.perf_counter() - start
+        return jaccard_distance(features, args.k1, args.k2, neighbours=table["neighbours"])
+
+    with _StageRecorder() as stages:
+        distances = meter.run("jaccard", jaccard)
+    return distances, table["neighbours"], {"knn": table["knn_s"], **stages.seconds}
+
+
+def _phase_totals(timing: Mapping[str, Any]) -> dict[str, float]:
+    """The label phase's totals (see :data:`_DEFINITIONS`) and their ratios to the k-NN baseline, from the
+    steps' seconds (``<step>_s``)."""
+    knn = timing["knn_baseline_s"]
+    clustering = timing["jaccard_s"] + timing.get("dbscan_constrained_s", timing["dbscan_plain_s"])
+    label_phase = clustering + timing.get("selection_s", 0.0)
+    return {
+        "clustering_s": clustering,
+        "label_phase_s": label_phase,
+        "jaccard_over_knn": timing["jaccard_s"] / knn,
+        "clustering_over_knn": clustering / knn,
+        "label_phase_over_knn": label_phase / knn,
+    }
+
+
+def _summary_line(args: argparse.Namespace, meter: _Meter, path: Path) -> str:
+    timing = meter.seconds
+    return (
+        f"label phase {args.size} on {args.device}: {timing['label_phase_s']:.1f} s "
         f"({timing['label_phase_over_knn']:.2f} x the {timing['knn_baseline_s']:.1f} s k-NN), "
-        f"peak RSS {memory['label_phase_process_peak_rss_mb']:.0f} MB -> {path}\n"
+        f"peak RSS {meter.peak_mb['label_phase_process_peak_rss_mb']:.0f} MB -> {path}\n"
     )
-    return 0
 
 
 def make_features(size: Size, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

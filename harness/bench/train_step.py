@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,22 @@ def _flops_per_image(model: torch.nn.Module, height: int, width: int, device: to
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and write its record; returns the exit status (0)."""
+    case = _case(_parse_args(argv))
+    load_before = os.getloadavg()
+    workload = _workload(case)
+    train_seconds = _time_training(case, workload)
+    extract_seconds = _time_extraction(case, workload)
+    images = case.iters * case.batch_size
+    train_ips, extract_ips = images / train_seconds, images / extract_seconds
+    flops = _flops_per_image(workload.model, case.height, case.width, case.device) if case.gpu else None
+    record = _record(case, train_ips, extract_ips, flops, load_before)
+    path = write_record(f"train-step-{case.arch}-{case.device.type}", record, train_step_headline, case.out)
+    sys.stdout.write(f"train {train_ips:.1f} img/s, extract {extract_ips:.1f} img/s -> {path}\n")
+    return 0
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.bench.train_step")
     parser.add_argument("--arch", default=None, help="default: resnet50 on CUDA, resnet18 on the CPU")
     parser.add_argument("--height", type=int, default=None)
@@ -65,24 +82,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Case:
+    """What one run times: the command line's settings with the device's defaults filled in (a paper-sized
+    ResNet-50 step on CUDA, a small ResNet-18 one on the CPU). ``out`` is the record's folder (None: the
+    default of :func:`harness.bench.common.write_record`)."""
+
+    device: torch.device
+    arch: str
+    height: int
+    width: int
+    batch_size: int
+    bn_groups: int
+    iters: int
+    memory_rows: int
+    precision: str
+    out: str | None
+
+    @property
+    def gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def _case(args: argparse.Namespace) -> _Case:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    arch = args.arch or ("resnet50" if gpu else "resnet18")
-    height = args.height or (256 if gpu else 64)
-    width = args.width or (128 if gpu else 32)
-    iters = args.iters or (50 if gpu else 5)
-    precision = resolve_precision(args.precision, device.type)
-    load_before = os.getloadavg()
+    return _Case(
+        device=device,
+        arch=args.arch or ("resnet50" if gpu else "resnet18"),
+        height=args.height or (256 if gpu else 64),
+        width=args.width or (128 if gpu else 32),
+        batch_size=args.batch_size,
+        bn_groups=args.bn_groups,
+        iters=args.iters or (50 if gpu else 5),
+        memory_rows=args.memory_size,
+        precision=resolve_precision(args.precision, device.type),
+        out=args.out,
+    )
 
+
+@dataclasses.dataclass
+class _Workload:
+    """A model with its optimizer and instance memory, and one epoch's images and targets to train on.
+
+    Attributes:
+        images: the ``(512, 3, height, width)`` uint8 pool the training images are drawn from.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    memory: InstanceMemory
+    train: TrainImages
+    targets: EpochTargets
+    settings: StepSettings
+    images: torch.Tensor
+
+
+def _workload(case: _Case) -> _Workload:
+    """The workload, seeded (torch and numpy, seed 0) so that every run trains on the same numbers."""
+    device = case.device
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    n = args.memory_size
-    model = models.create(arch, bn_groups=args.bn_groups).to(device)
-    if gpu:
+    n = case.memory_rows
+    model = models.create(case.arch, bn_groups=case.bn_groups).to(device)
+    if case.gpu:
         model = model.to(memory_format=torch.channels_last)
     pool = 512
-    images = torch.randint(0, 256, (pool, 3, height, width), dtype=torch.uint8, device=device)
+    images = torch.randint(0, 256, (pool, 3, case.height, case.width), dtype=torch.uint8, device=device)
     memory = InstanceMemory(torch.nn.functional.normalize(torch.randn(n, model.feature_dim, device=device), dim=1))
     labels = rng.integers(0, n // 16, size=n)
     # Support-pair constraints as late in a run: pairs of images in one must-link component, components
@@ -93,69 +162,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     camids = rng.integers(0, 6, size=n)
     # The images of the benchmark are a pool of `pool` random ones; the indices map into it.
     image_index = torch.as_tensor(rng.integers(0, pool, size=n), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4, fused=gpu or None)
-    augment = TrainAugment(height, width, pad=max(1, round(10 * width / 128))).to(device)
-    ctx = DistContext(device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4, fused=case.gpu or None)
+    augment = TrainAugment(case.height, case.width, pad=max(1, round(10 * case.width / 128))).to(device)
     settings = StepSettings(
-        iters=iters,
-        batch_size=args.batch_size,
+        iters=case.iters,
+        batch_size=case.batch_size,
         num_instances=4,
         seed=0,
         temperature=0.05,
         momentum=0.2,
         margin=1.0,
         lambda_sp=1.0,
-        precision=precision,
+        precision=case.precision,
     )
     train = TrainImages(images[image_index], camids, augment)
-    warm_up = dataclasses.replace(settings, iters=2)
-    train_epoch(model, optimizer, memory, train, targets, epoch=0, settings=warm_up, ctx=ctx)
-    _sync(device)
-    if gpu:
-        torch.cuda.reset_peak_memory_stats(device)
+    return _Workload(model, optimizer, memory, train, targets, settings, images)
+
+
+def _time_training(case: _Case, work: _Workload) -> float:
+    """Seconds of ``case.iters`` full training steps, after 2 warm-up steps; on CUDA the peak GPU memory is
+    reset after the warm-up, so it is the timed steps' peak."""
+    ctx = DistContext(device=case.device)
+    warm_up = dataclasses.replace(work.settings, iters=2)
+    train_epoch(work.model, work.optimizer, work.memory, work.train, work.targets, epoch=0, settings=warm_up, ctx=ctx)
+    _sync(case.device)
+    if case.gpu:
+        torch.cuda.reset_peak_memory_stats(case.device)
     start = time.perf_counter()
-    train_epoch(model, optimizer, memory, train, targets, epoch=1, settings=settings, ctx=ctx)
-    _sync(device)
-    train_seconds = time.perf_counter() - start
+    train_epoch(
+        work.model, work.optimizer, work.memory, work.train, work.targets, epoch=1, settings=work.settings, ctx=ctx
+    )
+    _sync(case.device)
+    return time.perf_counter() - start
 
-    model.eval()
-    batch = normalize(images[: args.batch_size])
+
+def _time_extraction(case: _Case, work: _Workload) -> float:
+    """Seconds of ``case.iters`` forward passes (eval mode, no grad) of one batch, after one warm-up pass:
+    the baseline measured in the same run."""
+    work.model.eval()
+    batch = normalize(work.images[: case.batch_size])
     with torch.no_grad():
-        model(batch)
-        _sync(device)
+        work.model(batch)
+        _sync(case.device)
         start = time.perf_counter()
-        for _ in range(iters):
-            model(batch)
-        _sync(device)
-    extract_seconds = time.perf_counter() - start
+        for _ in range(case.iters):
+            work.model(batch)
+        _sync(case.device)
+    return time.perf_counter() - start
 
-    train_ips = iters * args.batch_size / train_seconds
-    extract_ips = iters * args.batch_size / extract_seconds
-    flops = _flops_per_image(model, height, width, device) if gpu else None
-    record = {
+
+def _record(
+    case: _Case, train_ips: float, extract_ips: float, flops: float | None, load_before: tuple[float, ...]
+) -> dict[str, Any]:
+    """The benchmark's record: the case, the two throughputs (images a second) and their ratio, the achieved
+    TFLOP/s (``flops`` a training image, CUDA only), peak memory, the machine and its load."""
+    return {
         "benchmark": "train_step",
-        "arch": arch,
-        "input": [height, width],
-        "batch_size": args.batch_size,
-        "bn_groups": args.bn_groups,
-        "precision": precision,
-        "memory_rows": n,
-        "timed_steps": iters,
+        "arch": case.arch,
+        "input": [case.height, case.width],
+        "batch_size": case.batch_size,
+        "bn_groups": case.bn_groups,
+        "precision": case.precision,
+        "memory_rows": case.memory_rows,
+        "timed_steps": case.iters,
         "train_images_per_s": round(train_ips, 2),
         "extract_images_per_s": round(extract_ips, 2),
         "ratio_train_to_extract_time_per_image": round(extract_ips / train_ips, 3),
         "baseline": "plain feature extraction (eval mode, no grad) of the same batch size, same run",
         "train_tflops_per_s": round(train_ips * flops / 1e12, 2) if flops else None,
         "train_flops_per_image": flops,
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(case.device) / 2**30, 2) if case.gpu else None,
         "peak_rss_mib": proc_status_mb("VmHWM"),
-        "machine": machine(device),
+        "machine": machine(case.device),
         "provenance": provenance(),
         "notes": load_note(load_before, os.getloadavg()),
     }
-    path = write_record(f"train-step-{arch}-{device.type}", record, train_step_headline, args.out)
-    sys.stdout.write(f"train {train_ips:.1f} img/s, extract {extract_ips:.1f} img/s -> {path}\n")
-    return 0
 
 
 if __name__ == "__main__":
