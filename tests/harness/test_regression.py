@@ -129,3 +129,50 @@ def test_calibration_widens_to_cover_a_second_draw_of_the_pipeline() -> None:
     assert both["full"]["mAP_tolerance"] == round(max(width * 2.5495098, 2.0 + width * 2.5495098 / 2), 2)
     assert both["full"]["mAP_tolerance"] > alone["full"]["mAP_tolerance"]
     assert both["gain"]["min_mAP"] < alone["gain"]["min_mAP"]
+
+
+def test_the_justification_states_the_figures_that_set_each_bound() -> None:
+    from harness.regression import calibrate, justification
+
+    full = {1: 50.0, 2: 52.0, 3: 48.0, 4: 51.0, 5: 49.0}
+    zero = {1: 45.0, 2: 46.0, 3: 44.0, 4: 46.0, 5: 44.0}
+    other = ({1: 44.0, 2: 50.0, 3: 47.0, 4: 49.0, 5: 50.0}, {1: 42.0, 2: 46.0, 3: 45.0, 4: 46.0, 5: 46.0})
+    numbers = calibrate(full, zero, cut=[1, 2, 3, 4, 5], other_draws=[other])
+    numbers["measured"]["machine"] = "AMD EPYC"
+    text = justification(numbers)
+    assert f"at least {numbers['gain']['min_mAP']:.2f}" in text
+    assert "per seed +5.00, +6.00, +4.00, +5.00, +5.00" in text
+    assert "+3.00 (sd 1.00) on the second draw" in text
+    assert f"more than {numbers['full']['mAP_tolerance']:.2f} below 50.00" in text
+    assert "mean 48.00, -2.00 from the matrix's; sd 2.55" in text
+    assert "measured on AMD EPYC only" in text
+
+
+def test_the_second_draw_runs_the_cut_with_another_pretraining_seed(monkeypatch, tmp_path: Path) -> None:
+    import harness.matrix
+    from harness.regression import SECOND_DRAW_PRETRAIN_SEED, second_draw
+    from harness.runs import Cell, CellResult
+
+    seen = []
+
+    def fake_run_matrix(cells, data_dir, *, results, logs, env):
+        seen.extend(cells)
+        return [
+            CellResult(c, tmp_path / f"run{i}", "ran", {"mAP": 40.0 + c.seed + (c.extra["kind"] == "full")})
+            for i, c in enumerate(cells)
+        ]
+
+    def fake_resolve(cell, data_dir, made=None):
+        return Cell(**{**cell.__dict__, "train": {**cell.train, "pretrained": "/x/w-abc.pth"}})
+
+    monkeypatch.setattr(harness.matrix, "run_matrix", fake_run_matrix)
+    monkeypatch.setattr(harness.matrix, "resolve_pretrained", fake_resolve)
+    monkeypatch.setattr(harness.matrix, "environment", lambda: {"git_commit": "c0ffee", "cpu": "AMD EPYC"})
+    baseline = {**BASELINE, "seeds": [1, 2]}
+    record = second_draw(baseline, str(tmp_path), tmp_path / "draw.json")
+    assert {c.pretrain["seed"] for c in seen} == {SECOND_DRAW_PRETRAIN_SEED}
+    assert sorted((c.variant, c.seed) for c in seen) == [("budget=0", 1), ("budget=0", 2), ("full", 1), ("full", 2)]
+    assert record["full_mAP"] == {"1": 42.0, "2": 43.0} and record["budget0_mAP"] == {"1": 41.0, "2": 42.0}
+    assert record["pretrained"] == "w-abc.pth" and record["machine"] == "AMD EPYC"
+    assert record["run_ids"] == ["run0", "run1", "run2", "run3"]
+    assert json.loads((tmp_path / "draw.json").read_text()) == record
