@@ -25,7 +25,17 @@ from typing import Any
 
 from harness.stats import mean_std, paired_comparison
 
-__all__ = ["BASELINE_PATH", "SECOND_DRAW_NAME", "calibrate", "judge", "load_baseline", "main", "second_draw"]
+__all__ = [
+    "BASELINE_PATH",
+    "SECOND_DRAW_NAME",
+    "calibrate",
+    "judge",
+    "justification",
+    "load_baseline",
+    "main",
+    "matrix_groups",
+    "second_draw",
+]
 
 BASELINE_PATH = Path(__file__).resolve().parent.parent / "results" / "ci" / "baseline.json"
 _REQUIRED = ("protocol", "layout", "seeds", "full", "gain", "justification")
@@ -188,16 +198,39 @@ def justification(numbers: Mapping[str, Any]) -> str:
     )
 
 
-def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
-    from harness.compare import group_runs, load_runs, seed_values
+def matrix_groups(baseline: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{variant: runs}`` of the run set the report uses for the baseline's protocol (its current version) and
+    layout: one commit, machine and world size, never pooled."""
+    from harness.compare import group_runs, load_runs, split_run_sets
     from harness.matrix import results_dir
+    from harness.protocols import load_protocol
 
+    version = int(load_protocol(baseline["protocol"], "synthetic", layout=baseline["layout"])["version"])
     runs, _ = load_runs(results_dir())
-    groups = {
-        key.variant: group
-        for key, group in group_runs(runs).items()
-        if key.protocol == baseline["protocol"] and key.layout == baseline["layout"]
-    }
+    used, _ = split_run_sets(
+        r
+        for r in runs
+        if r.protocol == baseline["protocol"] and r.layout == baseline["layout"] and r.version == version
+    )
+    chosen = [r for run_set in used.values() for r in run_set.runs if r.complete]
+    return {key.variant: group for key, group in group_runs(chosen).items()}
+
+
+def _description(baseline: Mapping[str, Any], measured: Mapping[str, Any], version: int) -> str:
+    return (
+        f"Baseline of `make ci-regression`: a cut of the {baseline['protocol']} protocol "
+        f"(harness/protocols/{baseline['protocol']}.json, version {version}): {baseline['layout']} layout, seeds "
+        f"{', '.join(str(s) for s in baseline['seeds'])}, full SPAL and budget 0. The numbers are computed by "
+        "`python -m harness ci-regression --calibrate` from the committed matrix (results/runs/synthetic/"
+        f"{baseline['protocol']}/, commit {str(measured.get('commit'))[:7]}, {measured.get('machine')}, world size 1, "
+        f"CPU) and the second draw in results/ci/{SECOND_DRAW_NAME} (`--second-draw`)."
+    )
+
+
+def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
+    from harness.compare import seed_values
+
+    groups = matrix_groups(baseline)
     if "full" not in groups or "budget=0" not in groups:
         sys.stderr.write(f"calibrate: no complete full and budget=0 runs of {baseline['protocol']} under results/\n")
         return 2
@@ -225,6 +258,7 @@ def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
         run_ids=sorted(r.run_id for r in groups["full"] + groups["budget=0"]),
     )
     numbers["justification"] = justification(numbers)
+    numbers["description"] = _description(baseline, numbers["measured"], groups["full"][0].version)
     updated = {**baseline, **numbers, "measurements": numbers.pop("measured")}
     updated.pop("measured", None)
     path.write_text(json.dumps(updated, indent=2) + "\n")

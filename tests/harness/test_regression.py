@@ -176,3 +176,41 @@ def test_the_second_draw_runs_the_cut_with_another_pretraining_seed(monkeypatch,
     assert record["pretrained"] == "w-abc.pth" and record["machine"] == "AMD EPYC"
     assert record["run_ids"] == ["run0", "run1", "run2", "run3"]
     assert json.loads((tmp_path / "draw.json").read_text()) == record
+
+
+def _write_run(
+    results: Path, run_id: str, variant: str, seed: int, version: int, commit: str, mAP: float, date: str
+) -> None:
+    run_dir = results / "runs" / "synthetic" / "synthetic-bench" / run_id
+    run_dir.mkdir(parents=True)
+    config = {
+        "protocol": "synthetic-bench",
+        "protocol_version": version,
+        "dataset": "synthetic",
+        "seed": seed,
+        "variant": variant,
+        "world_size": 1,
+        "train": {"dataset": "synthetic", "synthetic_layout": "market1501", "arch": "resnet18", "seed": seed},
+    }
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "env.json").write_text(json.dumps({"git_commit": commit, "cpu": "AMD EPYC", "date": date}))
+    (run_dir / "final.json").write_text(json.dumps({"mAP": mAP, "seed": seed, "variant": variant}))
+
+
+def test_calibration_reads_one_run_set_of_the_protocols_current_version(monkeypatch, tmp_path: Path) -> None:
+    from harness.protocols import load_protocol
+    from harness.regression import matrix_groups
+
+    current = int(load_protocol("synthetic-bench", "synthetic", layout="market1501")["version"])
+    for seed in (1, 2):
+        for variant, base in (("full", 50.0), ("budget=0", 45.0)):
+            name = variant.replace("=", "-")
+            # An older version and an older commit of the current version: neither may be pooled.
+            _write_run(tmp_path, f"old-{name}-{seed}", variant, seed, current - 1, "b" * 40, base - 20, "2026-12-03")
+            _write_run(tmp_path, f"v-{name}-{seed}", variant, seed, current, "c" * 40, base - 10, "2026-12-01")
+            _write_run(tmp_path, f"new-{name}-{seed}", variant, seed, current, "d" * 40, base + seed, "2026-12-02")
+    monkeypatch.setenv("SPAL_RESULTS_DIR", str(tmp_path))
+    groups = matrix_groups({"protocol": "synthetic-bench", "layout": "market1501"})
+    assert sorted(groups) == ["budget=0", "full"]
+    assert sorted(r.run_id for r in groups["full"]) == ["new-full-1", "new-full-2"]
+    assert {r.final["mAP"] for r in groups["budget=0"]} == {46.0, 47.0}
