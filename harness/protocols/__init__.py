@@ -4,9 +4,10 @@ A protocol file (``harness/protocols/<name>.json``) holds:
 
 - ``name`` (the file's stem), ``version`` (an integer, raised whenever a setting changes, so that runs made
   under different settings are never averaged together), ``description`` and ``seeds`` (the default seeds);
-- ``layout``: the GPU layout the numbers assume (``gpus``, ``per_gpu_batch``, ``global_batch``,
-  ``bn_group_size``: how many images BatchNorm normalises together);
-- ``train``: a value for every key of ``spal.engine.config.TrainConfig`` (:data:`TRAIN_KEYS`), the defaults;
+- ``layout``: the GPU layout the numbers assume (``gpus``, ``per_gpu_batch`` and ``bn_group_size``: how many
+  images BatchNorm normalises together);
+- ``train``: a value for every key of ``spal.engine.config.TrainConfig`` (:data:`TRAIN_KEYS`), the defaults,
+  except those the layout decides (:data:`DERIVED_TRAIN_KEYS`);
 - ``datasets``: per data set a ``description``, optionally ``num_train_images``, a ``train`` object of
   overrides and, for generated data, ``layouts`` (per on-disk layout, a further ``train`` object of
   overrides);
@@ -16,6 +17,10 @@ A protocol file (``harness/protocols/<name>.json``) holds:
 - optionally ``pretrain``: the :class:`spal.engine.pretrain.PretrainConfig` of a backbone pretrained on a
   separate generated population; ``train.pretrained`` = :data:`PRETRAIN_MARKER` then stands for its file,
   which the harness makes (or finds in the data dir's cache) before the runs.
+
+What follows from other values is never written in a file, so that it cannot disagree: the loader adds
+``layout.global_batch`` (``gpus x per_gpu_batch``), ``train.batch_size`` (the global batch) and ``train.bn_groups``
+(the one-process value ``global_batch / bn_group_size``; :func:`bn_groups_for` gives it at other world sizes).
 
 Overrides replace whole values (a ``synthetic`` object in an override replaces the default one). The merged
 ``train`` object must name every TrainConfig key and no other: :func:`load_protocol` checks this and the type
@@ -37,6 +42,7 @@ from spal.engine.config import CHOICES, TrainConfig
 __all__ = [
     "PROTOCOL_DIR",
     "TRAIN_KEYS",
+    "DERIVED_TRAIN_KEYS",
     "PRETRAIN_MARKER",
     "ProtocolError",
     "apply_overrides",
@@ -69,7 +75,9 @@ _TOP_LEVEL_KEYS = {
 _OPTIONAL_KEYS = {"pretrain"}
 #: ``train.pretrained`` value meaning "the file the protocol's ``pretrain`` object makes".
 PRETRAIN_MARKER = "@pretrain"
-_LAYOUT_KEYS = ("gpus", "per_gpu_batch", "global_batch", "bn_group_size")
+_LAYOUT_KEYS = ("gpus", "per_gpu_batch", "bn_group_size")
+#: The ``train`` keys the layout decides; the loader fills them in (a file that states them is refused).
+DERIVED_TRAIN_KEYS = ("batch_size", "bn_groups")
 
 
 class ProtocolError(ValueError):
@@ -166,20 +174,29 @@ def _sweep_budget(budget: str) -> int | str:
     return int(budget) if budget.isdigit() else budget
 
 
-def _check_layout(layout: Any, train: Mapping[str, Any], where: str) -> None:
-    if not isinstance(layout, dict) or any(not (_is_int(layout.get(k)) and layout[k] > 0) for k in _LAYOUT_KEYS):
-        raise ProtocolError(f"{where}: layout must give positive integers {', '.join(_LAYOUT_KEYS)}")
-    if layout["global_batch"] != layout["gpus"] * layout["per_gpu_batch"]:
-        raise ProtocolError(f"{where}: layout global_batch must equal gpus x per_gpu_batch")
-    if layout["global_batch"] % layout["bn_group_size"]:
-        raise ProtocolError(f"{where}: layout global_batch must be a multiple of bn_group_size")
-    if train["batch_size"] != layout["global_batch"]:
-        raise ProtocolError(f"{where}: train.batch_size must equal layout.global_batch ({layout['global_batch']})")
-    if train["bn_groups"] != layout["global_batch"] // layout["bn_group_size"]:
+def _derive_from_layout(data: dict[str, Any], where: str) -> None:
+    """Check ``data["layout"]`` and add what follows from it: ``layout.global_batch``, ``train.batch_size`` and
+    ``train.bn_groups`` (in :data:`TRAIN_KEYS` order)."""
+    layout = data["layout"]
+    if not isinstance(layout, dict):
+        raise ProtocolError(f"{where}: layout must be an object with {', '.join(_LAYOUT_KEYS)}")
+    stated = sorted(set(layout) & {"global_batch"}) + [f"train.{k}" for k in DERIVED_TRAIN_KEYS if k in data["train"]]
+    if stated:
         raise ProtocolError(
-            f"{where}: train.bn_groups must be the one-process value global_batch / bn_group_size "
-            f"= {layout['global_batch'] // layout['bn_group_size']}"
+            f"{where}: {', '.join(stated)} follow(s) from the layout (gpus x per_gpu_batch, / bn_group_size): "
+            "remove them"
         )
+    if any(not (_is_int(layout.get(k)) and layout[k] > 0) for k in _LAYOUT_KEYS):
+        raise ProtocolError(f"{where}: layout must give positive integers {', '.join(_LAYOUT_KEYS)}")
+    global_batch = layout["gpus"] * layout["per_gpu_batch"]
+    if global_batch % layout["bn_group_size"]:
+        raise ProtocolError(f"{where}: layout gpus x per_gpu_batch must be a multiple of bn_group_size")
+    layout["global_batch"] = global_batch
+    derived = {"batch_size": global_batch, "bn_groups": global_batch // layout["bn_group_size"]}
+    train = {**data["train"], **derived}
+    data["train"] = {k: train[k] for k in TRAIN_KEYS if k in train} | {
+        k: v for k, v in train.items() if k not in TRAIN_KEYS
+    }
 
 
 def _check_ablation(ablation: Any, train: Mapping[str, Any], where: str) -> None:
@@ -247,8 +264,8 @@ def read_protocol_file(path: Path | str) -> dict[str, Any]:
         raise ProtocolError(f"{where}: description must be a non-empty string")
     if not (isinstance(data["seeds"], list) and data["seeds"] and all(_is_int(s) for s in data["seeds"])):
         raise ProtocolError(f"{where}: seeds must be a non-empty list of integers")
+    _derive_from_layout(data, where)
     validate_train(data["train"], f"{where}: train")
-    _check_layout(data["layout"], data["train"], where)
     _check_ablation(data["ablation"], data["train"], where)
     _check_sweep(data["sweep"], data["train"], where)
     _check_pretrain(data, where)
@@ -277,6 +294,13 @@ def _check_pretrain(data: Mapping[str, Any], where: str) -> None:
         raise ProtocolError(f"{where}: pretrain: {err}") from err
 
 
+def _not_derived(overrides: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    stated = [k for k in DERIVED_TRAIN_KEYS if k in overrides]
+    if stated:
+        raise ProtocolError(f"{where}: train.{', train.'.join(stated)} follow(s) from the protocol's layout: remove")
+    return overrides
+
+
 def _merge_dataset(data: Mapping[str, Any], dataset: str, layout: str | None, where: str) -> dict[str, Any]:
     """The defaults of ``data`` with the overrides of ``dataset`` (and of its ``layout``), validated."""
     entry = data["datasets"][dataset]
@@ -284,13 +308,13 @@ def _merge_dataset(data: Mapping[str, Any], dataset: str, layout: str | None, wh
     allowed = {"description", "num_train_images", "train", "layouts"}
     if not isinstance(entry, dict) or not set(entry) <= allowed or "description" not in entry:
         raise ProtocolError(f"{at} must be an object with a description and only the keys {sorted(allowed)}")
-    train = apply_overrides(data["train"], entry.get("train", {}), at)
+    train = apply_overrides(data["train"], _not_derived(entry.get("train", {}), at), at)
     if layout is not None:
         layouts = entry.get("layouts") or {}
         if layout not in layouts:
             raise ProtocolError(f"{at}: no layout {layout!r}; choose one of {', '.join(layouts) or '(none)'}")
         at = f"{at}.layouts.{layout}"
-        train = apply_overrides(train, layouts[layout].get("train", {}), at)
+        train = apply_overrides(train, _not_derived(layouts[layout].get("train", {}), at), at)
         if train["synthetic_layout"] != layout:
             raise ProtocolError(f"{at}: train.synthetic_layout must be {layout!r}")
     if train["dataset"] != dataset:

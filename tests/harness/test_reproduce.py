@@ -157,9 +157,9 @@ def test_committed_runs_keep_their_ids() -> None:
 
 
 def test_runtime_settings_stay_out_of_the_run_id_and_the_others_in() -> None:
-    path = ROOT / "results/runs/synthetic/synthetic-bench/market1501-budget-0-seed1-790130e8-fbb5e91/config.json"
+    path = ROOT / "results/runs/synthetic/ci/market1501-budget-0-seed1-313fcf69-6991385/config.json"
     cell = _committed_cell(json.loads(path.read_text()))
-    assert cell.run_id("fbb5e915cf9fde84eefeb4e7abe8c86cd8e15412") == path.parent.name
+    assert cell.run_id(json.loads((path.parent / "env.json").read_text())["git_commit"]) == path.parent.name
     moved = {"data_dir": "/elsewhere", "logs_dir": "/other/logs", "workers": 8, "device": "cuda"}
     assert set(moved) == set(RUNTIME_KEYS)
     assert Cell(**{**cell.__dict__, "train": {**cell.train, **moved}}).config_hash("c") == cell.config_hash("c")
