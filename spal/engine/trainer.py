@@ -10,6 +10,7 @@ the all-gathered batch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +115,92 @@ def support_pair_eligible(component_ids: np.ndarray, cannot_link_edges: np.ndarr
     return (sizes[component_ids] > 1) & has_cl[component_ids]
 
 
+@dataclass
+class _EpochPlan:
+    """What one epoch's steps share: the batch stream, the augmentation's generator and the loss targets."""
+
+    batches: Iterator[np.ndarray]
+    generator: torch.Generator
+    max_repeats: int
+    memory_labels: torch.Tensor
+    pair_index: SupportPairIndex | None
+    eligible: torch.Tensor
+    use_sp: bool
+
+
+def _plan_epoch(
+    train: TrainImages, targets: EpochTargets, epoch: int, settings: StepSettings, device: torch.device
+) -> _EpochPlan:
+    """The sampler, the seeded generator and the targets on ``device`` (the same on every rank)."""
+    sampler = MultiGallerySampler(
+        targets.pseudo_labels, train.camids, num_instances=settings.num_instances, seed=settings.seed
+    )
+    sampler.set_epoch(epoch)
+    max_repeats = max_repeats_in_batch(sampler, settings.batch_size)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(settings.seed * 100_003 + epoch * 1_009)
+    memory_labels = torch.as_tensor(targets.pseudo_labels, device=device)
+    cannot_link_edges = torch.as_tensor(targets.cannot_link_edges, dtype=torch.long).reshape(-1, 2)
+    pair_index = SupportPairIndex.build(
+        torch.as_tensor(targets.component_ids, dtype=torch.long), cannot_link_edges, device=device
+    )
+    eligible = torch.as_tensor(support_pair_eligible(targets.component_ids, targets.cannot_link_edges), device=device)
+    return _EpochPlan(
+        batches=iter(global_batches(sampler, settings.batch_size, settings.iters)),
+        generator=generator,
+        max_repeats=max_repeats,
+        memory_labels=memory_labels,
+        pair_index=pair_index,
+        eligible=eligible,
+        use_sp=settings.lambda_sp != 0 and cannot_link_edges.numel() > 0,
+    )
+
+
+def _rank_batch(
+    batch_indices: np.ndarray, train: TrainImages, plan: _EpochPlan, share: int, ctx: DistContext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(global_indices (B,), inputs (B / world, 3, H, W))``: the global batch's indices on the device and this
+    rank's augmented share of it."""
+    device, rank = ctx.device, ctx.rank
+    global_indices = torch.as_tensor(batch_indices, dtype=torch.long)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        # A copy from pageable memory blocks the host until the device has caught up; from pinned memory
+        # it is queued on the stream like any kernel.
+        global_indices = global_indices.pin_memory().to(device, non_blocking=True)
+    batch = train.images[global_indices.to(train.images.device)].to(device, non_blocking=True)
+    # Augment the whole global batch with the shared generator, then keep this rank's share: the random
+    # draws then do not depend on the number of processes.
+    inputs = train.augment(batch, generator=plan.generator)[rank * share : (rank + 1) * share]
+    if on_cuda:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return global_indices.to(device), inputs
+
+
+def _losses(
+    features: torch.Tensor,
+    indices: torch.Tensor,
+    global_indices: torch.Tensor,
+    memory: InstanceMemory,
+    targets: EpochTargets,
+    plan: _EpochPlan,
+    settings: StepSettings,
+    world: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(contrastive, support-pair)`` losses of this rank's ``(B / world, D)`` features (see :func:`train_epoch`
+    for the normalisation)."""
+    loss_c = cluster_contrastive_loss(
+        features, plan.memory_labels[indices], memory.features, plan.memory_labels, targets.num_classes,
+        settings.temperature,
+    )  # fmt: skip
+    if not plan.use_sp:
+        return loss_c, features.new_zeros(())
+    total = support_pair_loss_indexed(
+        features, indices, memory.features, plan.pair_index, margin=settings.margin, reduction="sum"
+    )
+    return loss_c, total * world / plan.eligible[global_indices].sum().clamp_min(1)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -142,67 +229,22 @@ def train_epoch(
     batch, so each rank divides its sum by the global count (known on every rank from the indices alone) and
     multiplies by the world size to undo DDP's averaging.
     """
-    device = ctx.device
-    world, rank = ctx.world_size, ctx.rank
-    images, augment = train.images, train.augment
-    iters, batch_size, seed, lambda_sp = settings.iters, settings.batch_size, settings.seed, settings.lambda_sp
-    share = batch_size // world
-    sampler = MultiGallerySampler(targets.pseudo_labels, train.camids, num_instances=settings.num_instances, seed=seed)
-    sampler.set_epoch(epoch)
-    max_repeats = max_repeats_in_batch(sampler, batch_size)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 100_003 + epoch * 1_009)
-    memory_labels = torch.as_tensor(targets.pseudo_labels, device=device)
-    cannot_link_edges = torch.as_tensor(targets.cannot_link_edges, dtype=torch.long).reshape(-1, 2)
-    use_sp = lambda_sp != 0 and cannot_link_edges.numel() > 0
-    pair_index = SupportPairIndex.build(
-        torch.as_tensor(targets.component_ids, dtype=torch.long), cannot_link_edges, device=device
-    )
-    eligible = torch.as_tensor(support_pair_eligible(targets.component_ids, targets.cannot_link_edges), device=device)
-
+    device, world, rank = ctx.device, ctx.world_size, ctx.rank
+    share = settings.batch_size // world
+    plan = _plan_epoch(train, targets, epoch, settings, device)
     model.train()
-    totals = {
-        "loss": torch.zeros((), device=device),
-        "loss_contrastive": torch.zeros((), device=device),
-        "loss_support": torch.zeros((), device=device),
-    }
+    totals = {key: torch.zeros((), device=device) for key in ("loss", "loss_contrastive", "loss_support")}
     progress = tqdm(
-        global_batches(sampler, batch_size, iters),
-        total=iters,
-        desc=f"train epoch {epoch}",
-        disable=not ctx.is_main or None,
-        leave=False,
+        plan.batches, total=settings.iters, desc=f"train epoch {epoch}", disable=not ctx.is_main or None, leave=False
     )
-    on_cuda = device.type == "cuda"
     for batch_indices in progress:
-        global_indices = torch.as_tensor(batch_indices, dtype=torch.long)
-        if on_cuda:
-            # A copy from pageable memory blocks the host until the device has caught up; from pinned memory
-            # it is queued on the stream like any kernel.
-            global_indices = global_indices.pin_memory().to(device, non_blocking=True)
-        batch = images[global_indices.to(images.device)].to(device, non_blocking=True)
-        # Augment the whole global batch with the shared generator, then keep this rank's share: the random
-        # draws then do not depend on the number of processes.
-        inputs = augment(batch, generator=generator)[rank * share : (rank + 1) * share]
-        if on_cuda:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        global_indices = global_indices.to(device)
+        global_indices, inputs = _rank_batch(batch_indices, train, plan, share, ctx)
         indices = global_indices[rank * share : (rank + 1) * share]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
             features = model(inputs)
         features = features.float()
-        loss_c = cluster_contrastive_loss(
-            features, memory_labels[indices], memory.features, memory_labels, targets.num_classes,
-            settings.temperature,
-        )  # fmt: skip
-        if use_sp:
-            total = support_pair_loss_indexed(
-                features, indices, memory.features, pair_index, margin=settings.margin, reduction="sum"
-            )
-            loss_s = total * world / eligible[global_indices].sum().clamp_min(1)
-        else:
-            loss_s = features.new_zeros(())
-        loss = loss_c + lambda_sp * loss_s
+        loss_c, loss_s = _losses(features, indices, global_indices, memory, targets, plan, settings, world)
+        loss = loss_c + settings.lambda_sp * loss_s
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -210,10 +252,9 @@ def train_epoch(
             all_gather_cat(indices, ctx),
             all_gather_cat(features.detach(), ctx),
             momentum=settings.momentum,
-            max_repeats=max_repeats,
+            max_repeats=plan.max_repeats,
         )
         # Accumulated on the device: no host synchronisation inside the loop.
-        totals["loss"] += loss.detach()
-        totals["loss_contrastive"] += loss_c.detach()
-        totals["loss_support"] += loss_s.detach()
-    return {key: float(value) / max(iters, 1) for key, value in totals.items()}
+        for key, value in zip(totals, (loss, loss_c, loss_s)):
+            totals[key] += value.detach()
+    return {key: float(value) / max(settings.iters, 1) for key, value in totals.items()}
