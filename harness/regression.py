@@ -111,7 +111,9 @@ def calibrate(
     Another CPU kind changes the order of floating-point sums, which flips some cluster assignments early on and
     then acts like a new draw of the seeds (the old ``ci`` protocol moved by 8.3 mAP at one seed between AMD and
     Intel, about one seed standard deviation, 7.9). So the tolerances are those of a new draw of ``len(cut)``
-    seeds: three standard errors of a ``len(cut)``-seed mean, from the standard deviations over all seeds.
+    seeds set against the baseline's own draw: three standard errors of the difference of two independent
+    ``len(cut)``-seed means (``3 sqrt(2 / len(cut))`` standard deviations), from the standard deviations over all
+    seeds.
 
     Args:
         full, zero: seed -> final mAP of full SPAL and of budget 0 over every seed of the matrix.
@@ -129,7 +131,8 @@ def calibrate(
     """
     gains = paired_comparison(full, zero)
     level, level_sd = mean_std([full[s] for s in sorted(full)])
-    width = 3.0 / len(cut) ** 0.5
+    # The baseline's mean is itself one draw: a new machine's mean differs from it by two draws' noise.
+    width = 3.0 * (2.0 / len(cut)) ** 0.5
     cut_level, _ = mean_std([full[s] for s in cut])
     tolerance = max(floor, width * level_sd)
     gain_bound = gains.mean - width * gains.std
@@ -182,9 +185,10 @@ def justification(numbers: Mapping[str, Any]) -> str:
         "Two checks, neither of which depends on one CPU's rounding. (1) The gain: SPAL's mean paired mAP gain over "
         f"budget 0 on the same seeds and machine must be at least {numbers['gain']['min_mAP']:.2f}. Measured: "
         f"{m['gain_mean']:+.2f} (sd {m['gain_std']:.2f} over {len(m['seeds'])} seeds; per seed {per_seed}) on the "
-        f"committed matrix{draw_gain}. The bar is three standard errors of a {k}-seed mean (3/sqrt({k}) sd) below "
-        "the smaller mean, and never under 0.25: a method whose answers change nothing (constraints ignored: plain "
-        "clustering and no support-pair loss) gives exactly the runs of budget 0, a gain of 0.00, and fails; "
+        f"committed matrix{draw_gain}. The bar lies three standard errors of the difference of two {k}-seed means "
+        f"(3 sqrt(2/{k}) sd: the baseline is one draw too) below the smaller mean, and never under 0.25: a method "
+        "whose answers change nothing (constraints ignored: plain clustering and no support-pair loss) gives "
+        "exactly the runs of budget 0, a gain of 0.00, and fails; "
         "tests/harness/test_regression.py runs that case. (2) The level: full SPAL's mean mAP over the cut may not "
         f"fall more than {numbers['full']['mAP_tolerance']:.2f} below {numbers['full']['mAP']:.2f}. Another CPU kind "
         "changes the order of floating-point sums: it trains another pretrained file and flips cluster assignments, "
@@ -192,7 +196,8 @@ def justification(numbers: Mapping[str, Any]) -> str:
         "AMD EPYC and Intel Xeon, about one seed sd, 7.9, measured at commit 87a3a18). This protocol was measured "
         f"on {m.get('machine') or 'one machine kind'} only, so the cross-machine spread is taken from draws on one "
         f"machine: the seeds (sd {m['full_std']:.2f}){draw_level}. The tolerance is the largest of three standard "
-        f"errors of a {k}-seed mean at either sd and the second draw's distance plus half that band. On one "
+        f"errors of the difference of two {k}-seed means at either sd (3 sqrt(2/{k}) sd) and the second draw's "
+        "distance plus half that band. On one "
         "machine the cut reproduces the committed runs to the digit (the runs are deterministic), so a change there "
         "comes from the code."
     )
