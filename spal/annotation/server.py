@@ -526,7 +526,11 @@ class _ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         if self.thread.is_alive():
-            self.thread.join(timeout=10)
+            self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            # Still waiting for open connections (a browser's keep-alive): close them rather than hang Ctrl-C.
+            self.server.force_exit = True
+            self.thread.join(timeout=5)
 
 
 def _url(host: str, port: int, token: str) -> str:
