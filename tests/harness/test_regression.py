@@ -151,29 +151,33 @@ def test_the_justification_states_the_figures_that_set_each_bound() -> None:
 def test_the_second_draw_runs_the_cut_with_another_pretraining_seed(monkeypatch, tmp_path: Path) -> None:
     import harness.matrix
     from harness.regression import SECOND_DRAW_PRETRAIN_SEED, second_draw
-    from harness.runs import Cell, CellResult
+    from harness.runs import CellResult
 
     seen = []
 
     def fake_run_matrix(cells, data_dir, *, results, logs, env):
         seen.extend(cells)
         return [
-            CellResult(c, tmp_path / f"run{i}", "ran", {"mAP": 40.0 + c.seed + (c.extra["kind"] == "full")})
+            CellResult(
+                c,
+                tmp_path / f"run{i}",
+                "ran",
+                {"mAP": 40.0 + c.seed + (c.extra["kind"] == "full"), "pretrained": "w-abc.pth"},
+            )
             for i, c in enumerate(cells)
         ]
 
-    def fake_resolve(cell, data_dir, made=None):
-        return Cell(**{**cell.__dict__, "train": {**cell.train, "pretrained": "/x/w-abc.pth"}})
-
     monkeypatch.setattr(harness.matrix, "run_matrix", fake_run_matrix)
-    monkeypatch.setattr(harness.matrix, "resolve_pretrained", fake_resolve)
-    monkeypatch.setattr(harness.matrix, "environment", lambda: {"git_commit": "c0ffee", "cpu": "AMD EPYC"})
+    monkeypatch.setattr(
+        harness.matrix, "environment", lambda: {"git_commit": "c0ffee", "cpu": "AMD EPYC", "torch": "2.14.1"}
+    )
     baseline = {**BASELINE, "seeds": [1, 2]}
     record = second_draw(baseline, str(tmp_path), tmp_path / "draw.json")
     assert {c.pretrain["seed"] for c in seen} == {SECOND_DRAW_PRETRAIN_SEED}
     assert sorted((c.variant, c.seed) for c in seen) == [("budget=0", 1), ("budget=0", 2), ("full", 1), ("full", 2)]
     assert record["full_mAP"] == {"1": 42.0, "2": 43.0} and record["budget0_mAP"] == {"1": 41.0, "2": 42.0}
     assert record["pretrained"] == "w-abc.pth" and record["machine"] == "AMD EPYC"
+    assert record["versions"]["torch"] == "2.14.1" and record["wall_time_s"] >= 0
     assert record["run_ids"] == ["run0", "run1", "run2", "run3"]
     assert json.loads((tmp_path / "draw.json").read_text()) == record
 
