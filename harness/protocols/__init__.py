@@ -194,6 +194,7 @@ def _derive_from_layout(data: dict[str, Any], where: str) -> None:
     layout["global_batch"] = global_batch
     derived = {"batch_size": global_batch, "bn_groups": global_batch // layout["bn_group_size"]}
     train = {**data["train"], **derived}
+    # TrainConfig's order, with any unknown key kept at the end for validate_train to name.
     data["train"] = {k: train[k] for k in TRAIN_KEYS if k in train} | {
         k: v for k, v in train.items() if k not in TRAIN_KEYS
     }

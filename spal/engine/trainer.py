@@ -123,7 +123,7 @@ class _EpochPlan:
     generator: torch.Generator
     max_repeats: int
     memory_labels: torch.Tensor
-    pair_index: SupportPairIndex | None
+    pair_index: SupportPairIndex
     eligible: torch.Tensor
     use_sp: bool
 
