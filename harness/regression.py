@@ -244,6 +244,14 @@ def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
     draws = []
     if draw_path.is_file():
         draw = json.loads(draw_path.read_text())
+        version = groups["full"][0].version
+        if draw.get("protocol_version") != version:
+            sys.stderr.write(
+                f"calibrate: {draw_path} was drawn with {baseline['protocol']} version "
+                f"{draw.get('protocol_version')}, the runs are version {version}: run `python -m harness "
+                "ci-regression --second-draw` again first\n"
+            )
+            return 2
         draws.append(
             (
                 {int(s): float(v) for s, v in draw["full_mAP"].items()},

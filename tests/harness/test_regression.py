@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.regression import BASELINE_PATH, judge, load_baseline
+from harness.regression import BASELINE_PATH, judge, load_baseline, main
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = {
@@ -218,3 +218,28 @@ def test_calibration_reads_one_run_set_of_the_protocols_current_version(monkeypa
     assert sorted(groups) == ["budget=0", "full"]
     assert sorted(r.run_id for r in groups["full"]) == ["new-full-1", "new-full-2"]
     assert {r.final["mAP"] for r in groups["budget=0"]} == {46.0, 47.0}
+
+
+def test_calibration_refuses_a_second_draw_of_another_protocol_version(monkeypatch, tmp_path: Path, capsys) -> None:
+    from harness.protocols import load_protocol
+
+    current = int(load_protocol("synthetic-bench", "synthetic", layout="market1501")["version"])
+    results = tmp_path / "results"
+    for seed in (1, 2, 3):
+        _write_run(results, f"full-{seed}", "full", seed, current, "d" * 40, 50.0 + seed, "2026-12-02")
+        _write_run(results, f"zero-{seed}", "budget=0", seed, current, "d" * 40, 45.0 - seed, "2026-12-02")
+    monkeypatch.setenv("SPAL_RESULTS_DIR", str(results))
+    path = tmp_path / "ci" / "baseline.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**load_baseline(BASELINE_PATH), "seeds": [1, 2]}))
+    draw = {"protocol_version": current - 1, "full_mAP": {"1": 40.0, "2": 41.0}, "budget0_mAP": {"1": 39.0, "2": 38.0}}
+    (path.parent / "second-draw.json").write_text(json.dumps(draw))
+    before = path.read_text()
+
+    assert main(["--baseline", str(path), "--calibrate"]) == 2
+    assert "run `python -m harness ci-regression --second-draw` again" in capsys.readouterr().err
+    assert path.read_text() == before
+
+    (path.parent / "second-draw.json").write_text(json.dumps({**draw, "protocol_version": current}))
+    assert main(["--baseline", str(path), "--calibrate"]) == 0
+    assert json.loads(path.read_text())["measurements"]["second_draw"] == "second-draw.json"
