@@ -864,18 +864,19 @@ def cost_curve_points(
 ) -> dict[str, list[dict[str, Any]]]:
     """Points of the cost curve of one data set: ``{line label: [point, ...]}`` sorted by queries spent.
 
-    A line is a selection strategy (with the protocol in the label when several protocols have runs); its
+    A line is a selection strategy (with the protocol and its version in the label when several have runs: one
+    version's points never join another's line); its
     points are the groups whose variant changes only the budget and the selection (``full`` included). A point
     is ``{"budget", "queries": Summary, "mAP": Summary, "rank1": Summary, "run_ids"}``.
     """
     selected = {
         k: v for k, v in groups.items() if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
     }
-    protocols = {k.protocol for k in selected}
+    protocols = {(k.protocol, k.version) for k in selected}
     lines: dict[str, list[dict[str, Any]]] = {}
     for key, runs in selected.items():
         selection = runs[0].train.get("selection", "dus")
-        label = selection if len(protocols) == 1 else f"{selection} ({key.protocol})"
+        label = selection if len(protocols) == 1 else f"{selection} ({key.protocol} v{key.version})"
         if key.arch and len({k.arch for k in selected}) > 1:
             label += f" [{key.arch}]"
         stats = group_stats(runs)

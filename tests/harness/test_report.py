@@ -297,6 +297,27 @@ def test_cost_curve_points_one_line_per_selection(results: Path) -> None:
     assert lines["random"][0]["run_ids"] == ["m-rand-s1"]
 
 
+def test_cost_curve_keeps_each_protocol_version_on_its_own_line(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    for version, mAP in ((2, 40.0), (3, 50.0)):
+        for variant, budget, queries in (("full", "2n", 800), ("budget=0", "0", 0)):
+            make_run(
+                root,
+                "synthetic",
+                "synthetic-bench",
+                f"v{version}-{variant}",
+                1,
+                {"mAP": mAP + queries / 100, "rank1": mAP, "queries_spent": queries},
+                variant=variant,
+                train={"budget": budget},
+                config={"protocol_version": version},
+            )
+    groups, _ = _groups_and_tables(root)
+    lines = cost_curve_points(groups, "synthetic", "market1501")
+    assert set(lines) == {"dus (synthetic-bench v2)", "dus (synthetic-bench v3)"}
+    assert [p["mAP"].mean for p in lines["dus (synthetic-bench v3)"]] == [50.0, 58.0]
+
+
 def test_write_report_writes_figures_tables_and_links(results: Path) -> None:
     path = write_report(results)
     report = path.read_text()
