@@ -864,10 +864,10 @@ def cost_curve_points(
 ) -> dict[str, list[dict[str, Any]]]:
     """Points of the cost curve of one data set: ``{line label: [point, ...]}`` sorted by queries spent.
 
-    A line is a selection strategy (with the protocol and its version in the label when several have runs: one
-    version's points never join another's line); its
-    points are the groups whose variant changes only the budget and the selection (``full`` included). A point
-    is ``{"budget", "queries": Summary, "mAP": Summary, "rank1": Summary, "run_ids"}``.
+    A line is a selection strategy, with the protocol and its version in the label when several have runs (one
+    version's points never join another's line). Its points are the groups whose variant changes only the budget
+    and the selection (``full`` included). A point is ``{"budget", "queries": Summary, "mAP": Summary, "rank1":
+    Summary, "run_ids"}``.
     """
     selected = {
         k: v for k, v in groups.items() if k.dataset == dataset and k.layout == layout and _is_sweep_variant(k.variant)
