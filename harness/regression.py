@@ -243,10 +243,10 @@ def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
         sys.stderr.write(f"calibrate: no complete full and budget=0 runs of {baseline['protocol']} under results/\n")
         return 2
     draw_path = path.parent / SECOND_DRAW_NAME
+    version = groups["full"][0].version
     draws = []
     if draw_path.is_file():
         draw = json.loads(draw_path.read_text())
-        version = groups["full"][0].version
         if draw.get("protocol_version") != version:
             sys.stderr.write(
                 f"calibrate: {draw_path} was drawn with {baseline['protocol']} version "
@@ -274,7 +274,7 @@ def _recalibrate(path: Path, baseline: dict[str, Any]) -> int:
         run_ids=sorted(r.run_id for r in groups["full"] + groups["budget=0"]),
     )
     numbers["justification"] = justification(numbers)
-    numbers["description"] = _description(baseline, numbers["measured"], groups["full"][0].version)
+    numbers["description"] = _description(baseline, numbers["measured"], version)
     updated = {**baseline, **numbers, "measurements": numbers.pop("measured")}
     updated.pop("measured", None)
     path.write_text(json.dumps(updated, indent=2) + "\n")
